@@ -1,0 +1,1 @@
+"""ViViT Factorised Encoder with a frozen spatial transformer: model, freezing, init, engine, trainer."""

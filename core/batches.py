@@ -1,0 +1,40 @@
+"""The trainer's batch interface: what any clip source (streaming loader, test tensors) provides.
+
+Structural protocols, so `data/` implements them without importing `core/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class TrainBatches(Protocol):
+    """An endless stream of `(frames B×T×C×H×W, labels B)` on the training device."""
+
+    num_classes: int
+
+    def batches(self, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Micro-batches from optimiser step `start_step` on (resume restarts the stream here)."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Counters for the metrics log, e.g. `corrupt_skipped`, `data_wait_s`."""
+        ...
+
+
+@runtime_checkable
+class EvalBatches(Protocol):
+    """One exact pass over this rank's share of the validation split, multi-view.
+
+    Yields `(frames B×V×T×C×H×W, labels B)`: V = temporal clips × spatial crops per video.
+    """
+
+    num_classes: int
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def stats(self) -> dict[str, float]: ...

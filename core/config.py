@@ -1,0 +1,54 @@
+"""The experiment config: composes each component's own dataclass; YAML in, YAML out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from core.adapter import AdapterConfig
+from core.configtools import ConfigError, apply_overrides, from_dict, load_yaml
+from core.engine import EngineConfig
+from core.optim import OptimConfig
+from core.spatial import SpatialConfig
+from core.temporal import TemporalConfig
+from core.tracking import TrackingConfig
+from core.trainer import TrainConfig
+from data.config import DataConfig
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one `vivit train` run needs."""
+
+    mode: Literal["full", "frozen"] = "frozen"
+    """`full`: fine-tune everything (ViViT-FE baseline); `frozen`: freeze the spatial transformer."""
+    seed: int = 0
+    out_dir: str = "runs/default"
+    """Run directory: config.yaml, metrics.jsonl, summary.json, checkpoints/."""
+    resume: str | None = "auto"
+    """`auto`: newest complete checkpoint in out_dir if any; a checkpoint path; or none."""
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.temporal.init == "image" and self.temporal.width not in (None,):
+            raise ValueError("temporal.init=image copies spatial blocks: leave temporal.width unset")
+        if self.resume is not None and self.resume.lower() == "none":
+            self.resume = None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read YAML (or start from defaults), apply `a.b=value` overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    apply_overrides(data, list(overrides or []), ExperimentConfig)
+    return from_dict(ExperimentConfig, data)
+
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_config"]

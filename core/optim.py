@@ -1,0 +1,34 @@
+"""Optimiser settings, weight-decay parameter groups and the warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class OptimConfig:
+    """AdamW over the trainable parameters only."""
+
+    lr: float = 1e-3
+    """Peak learning rate of the trainable non-spatial parts (per optimiser step)."""
+    spatial_lr_mult: float = 0.1
+    """Full mode: the spatial transformer learns at `lr * spatial_lr_mult` (a fair baseline needs it)."""
+    layer_decay: float | None = None
+    """Full mode: extra per-block decay `layer_decay ** (depth - i)` on top of `spatial_lr_mult`."""
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01
+    """Cosine floor as a fraction of the peak."""
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.spatial_lr_mult < 0:
+            raise ValueError(f"optim.spatial_lr_mult must be >= 0, got {self.spatial_lr_mult}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")

@@ -1,0 +1,51 @@
+"""Configuration of the video input pipeline (owned by `data/`, composed by `core.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how they are sampled, decoded and augmented."""
+
+    root: str | None = None
+    """Shard directory holding `manifest.json` and `{split}-NNNNNN.tar`."""
+    synthetic: bool = False
+    """If `root` has no manifest, build the built-in synthetic action set there first."""
+    synth_clips: int = 512
+    """Training clips of the synthetic set built when `synthetic` is true (val gets a quarter)."""
+    train_split: str = "train"
+    val_split: str = "val"
+    frames: int = 8
+    """T: frames per clip fed to the model."""
+    sampling: Literal["uniform", "stride"] = "uniform"
+    """`uniform`: T frames spread over the whole clip; `stride`: T frames `stride` apart from a random start."""
+    stride: int = 2
+    decoder: Literal["auto", "dali", "pyav"] = "auto"
+    """`auto`: DALI (mixed on GPU, cpu otherwise) where the codec allows, else PyAV."""
+    workers: int = 2
+    """DataLoader workers feeding encoded bytes (and PyAV decoding)."""
+    shuffle_buffer: int = 256
+    min_scale: float = 0.35
+    """Lower bound of the random-resized-crop area fraction."""
+    flip: Literal["auto", "always", "never"] = "auto"
+    """`auto`: flip unless the manifest says the class set is direction-sensitive."""
+    eval_clips: int = 2
+    """Temporal views per video at evaluation."""
+    eval_crops: Literal[1, 3] = 1
+    """Spatial views per video at evaluation (1: centre, 3: left/centre/right)."""
+    eval_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ValueError(f"data.frames must be >= 1, got {self.frames}")
+        if self.stride < 1:
+            raise ValueError(f"data.stride must be >= 1, got {self.stride}")
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"data.min_scale must be in (0, 1], got {self.min_scale}")
+        if self.eval_clips < 1:
+            raise ValueError(f"data.eval_clips must be >= 1, got {self.eval_clips}")
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {self.workers}")

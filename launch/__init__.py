@@ -1,0 +1,1 @@
+"""Entry points: the `vivit` CLI and the script the `deepspeed` launcher runs."""
