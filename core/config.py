@@ -39,7 +39,9 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if self.temporal.init == "image" and self.temporal.width not in (None,):
-            raise ValueError("temporal.init=image copies spatial blocks: leave temporal.width unset")
+            raise ValueError(
+                "temporal.init=image copies spatial blocks: leave temporal.width unset"
+            )
         if self.resume is not None and self.resume.lower() == "none":
             self.resume = None
 

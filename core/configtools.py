@@ -31,7 +31,9 @@ def _nearest(name: str, options: list[str]) -> str:
 def _unknown_key(path: str, name: str, options: list[str]) -> ConfigError:
     full = f"{path}.{name}" if path else name
     valid = ", ".join(sorted(options))
-    return ConfigError(f"unknown config key '{full}'{_nearest(name, options)} (valid here: {valid})")
+    return ConfigError(
+        f"unknown config key '{full}'{_nearest(name, options)} (valid here: {valid})"
+    )
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -41,9 +43,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -97,7 +99,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 raise ValueError
             return tp(value) if not isinstance(value, str) else tp(yaml.safe_load(value))
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}': expected {tp.__name__}, got {value!r}") from None
+            raise ConfigError(
+                f"config key '{key}': expected {tp.__name__}, got {value!r}"
+            ) from None
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"config key '{key}': expected a string, got {value!r}")

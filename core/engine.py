@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from core.optim import OptimConfig
 
 
 @dataclass
@@ -20,3 +29,176 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"engine.zero_stage must be 0..3, got {self.zero_stage}")
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group the `deepspeed` launcher set up, or make a 1-rank one.
+
+    Returns (rank, world_size). Idempotent.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:  # plain `vivit train`: a single rank
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device() -> torch.device:
+    """This rank's device (DeepSpeed's accelerator picks CUDA or CPU)."""
+    from deepspeed.accelerator import get_accelerator
+
+    return torch.device(get_accelerator().current_device_name())
+
+
+def resolve_ds_config_path(path: str) -> Path:
+    """A DeepSpeed JSON path as given, or relative to the repo (shipped `ds_configs/`)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    shipped = REPO_ROOT / path
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.name for p in (REPO_ROOT / "ds_configs").glob("*.json"))
+    raise FileNotFoundError(
+        f"engine.ds_config: no such file {path!r} (shipped: {', '.join(known)})"
+    )
+
+
+def build_ds_config(
+    engine_cfg: EngineConfig,
+    optim_cfg: OptimConfig,
+    micro_batch_size: int,
+    grad_accum: int,
+    on_gpu: bool,
+) -> dict[str, Any]:
+    """The DeepSpeed JSON with the YAML's overrides: batch sizes, ZeRO stage, precision, optimiser."""
+    path = resolve_ds_config_path(engine_cfg.ds_config)
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"engine.ds_config {path}: invalid JSON ({err})") from None
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed from micro batch x accum x world
+    ds["train_micro_batch_size_per_gpu"] = micro_batch_size
+    ds["gradient_accumulation_steps"] = grad_accum
+    ds["gradient_clipping"] = optim_cfg.grad_clip
+    if engine_cfg.zero_stage is not None:
+        ds.setdefault("zero_optimization", {})["stage"] = engine_cfg.zero_stage
+    precision = resolve_precision(engine_cfg.precision, ds, on_gpu)
+    ds.pop("bf16", None)
+    ds.pop("fp16", None)
+    if precision == "bf16":
+        ds["bf16"] = {"enabled": True}
+    elif precision == "fp16":
+        json_fp16 = json.loads(path.read_text()).get("fp16", {})
+        ds["fp16"] = {**json_fp16, "enabled": True}
+    ds["optimizer"] = {
+        "type": "AdamW",
+        "params": {
+            "lr": optim_cfg.lr,
+            "betas": list(optim_cfg.betas),
+            "eps": optim_cfg.eps,
+            "weight_decay": optim_cfg.weight_decay,
+        },
+    }
+    ds.setdefault("steps_per_print", 10**9)
+    return ds
+
+
+def resolve_precision(requested: str, ds: dict[str, Any], on_gpu: bool) -> str:
+    """Precision actually used: the YAML's, else the JSON's on GPU; fp32 on CPU for `auto`."""
+    if requested != "auto":
+        if requested == "fp16" and not on_gpu:
+            raise ValueError(
+                "engine.precision=fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16)"
+            )
+        return requested
+    if not on_gpu:
+        return "fp32"
+    if ds.get("bf16", {}).get("enabled"):
+        return "bf16"
+    if ds.get("fp16", {}).get("enabled"):
+        return "fp16"
+    return "fp32"
+
+
+def compute_dtype(ds: dict[str, Any]) -> torch.dtype:
+    """The dtype DeepSpeed holds the trainable module in (its inputs must match)."""
+    if ds.get("bf16", {}).get("enabled"):
+        return torch.bfloat16
+    if ds.get("fp16", {}).get("enabled"):
+        return torch.float16
+    return torch.float32
+
+
+def build_engine(
+    module: torch.nn.Module,
+    param_groups: list[dict[str, Any]],
+    ds_config: dict[str, Any],
+    lr_lambda: Callable[[int], float],
+) -> Any:
+    """DeepSpeed engine over `module` (only the trainable parts: frozen weights stay outside).
+
+    Parameter groups carry their own `lr`; the LambdaLR multiplies each by `lr_lambda(step)`.
+    """
+    import deepspeed
+
+    def scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=module, model_parameters=param_groups, config=ds_config, lr_scheduler=scheduler
+    )
+    return engine
+
+
+def trainable_state_dict(engine: Any) -> dict[str, torch.Tensor]:
+    """Full (unpartitioned) fp32 copy of the engine module's weights, on every rank.
+
+    Under ZeRO-3 the parameters are gathered first; all ranks must call this.
+    """
+    import deepspeed
+
+    module = engine.module
+    params = list(module.parameters())
+    if engine.zero_optimization_stage() == 3:
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float], dev: torch.device) -> list[float]:
+    """Sum floats over ranks (eval counts)."""
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=dev)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import timm
+import timm.data
+import torch
+from safetensors.torch import load_file as load_safetensors
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
 
 
 @dataclass
@@ -20,8 +30,176 @@ class SpatialConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra `timm.create_model` arguments, e.g. depth/embed_dim/num_heads for tiny debug ViTs."""
     layer: int = -1
-    """Block whose output is used (-1: last block, followed by the final norm)."""
+    """Block whose output is used (-1: last block; any block's tokens then pass the final norm)."""
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
             raise ValueError(f"spatial.img_size must be >= 8, got {self.img_size}")
+
+
+class SpatialTokens(NamedTuple):
+    """Per-frame outputs of the spatial transformer: what the adapter reads."""
+
+    cls: Tensor
+    """B x T x D: one embedding per frame (the CLS token, or the patch mean for CLS-less ViTs)."""
+    patches: Tensor
+    """B x T x N x D: the frame's patch tokens (register/distillation tokens dropped)."""
+
+    def to(self, dtype: torch.dtype) -> SpatialTokens:
+        return SpatialTokens(self.cls.to(dtype), self.patches.to(dtype))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, so a checkpoint can pin the exact spatial weights it was trained on."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a safetensors file or a torch checkpoint, unwrapped from `state_dict`/`model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spatial weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state: Any = load_safetensors(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors/pickle errors come in many types
+        raise ValueError(f"{path}: not a readable weights file ({exc})") from exc
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path}: expected a dict of tensors (optionally under 'state_dict'/'model')"
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _fit_to_vit(vit: VisionTransformer, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the classifier and resample pos/patch embeddings saved at another image/patch size."""
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = vit.state_dict()
+    pos = state.get("pos_embed")
+    if pos is not None and "pos_embed" in own and pos.shape != own["pos_embed"].shape:
+        prefix = 0 if getattr(vit, "no_embed_class", False) else vit.num_prefix_tokens
+        state["pos_embed"] = resample_abs_pos_embed(
+            pos, new_size=list(vit.patch_embed.grid_size), num_prefix_tokens=prefix
+        )
+    proj = state.get("patch_embed.proj.weight")
+    own_proj = own.get("patch_embed.proj.weight")
+    if proj is not None and own_proj is not None and proj.shape[-2:] != own_proj.shape[-2:]:
+        state["patch_embed.proj.weight"] = resample_patch_embed(proj, list(own_proj.shape[-2:]))
+    return state
+
+
+def _names(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(sorted(keys)[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_vit_state(vit: VisionTransformer, state: dict[str, Tensor], source: str) -> None:
+    """Strictly load timm-named tensors into `vit`; errors name the source and the bad keys."""
+    state = _fit_to_vit(vit, state)
+    own = vit.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)}!={tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = [f"{source} does not fit {type(vit).__name__}"]
+        if missing:
+            parts.append(f"missing keys: {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_names(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches: {_names(wrong)}")
+        raise ValueError("; ".join(parts))
+    vit.load_state_dict(state, strict=True)
+
+
+def load_spatial_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load a local timm ViT weights file (tolerates wrappers, `module.`, a classifier head)."""
+    load_vit_state(vit, read_state_dict(path), f"spatial weights {path}")
+
+
+class SpatialTransformer(nn.Module):
+    """A timm ViT run on every frame; frozen by `core.freezing.freeze_spatial`."""
+
+    def __init__(self, cfg: SpatialConfig) -> None:
+        super().__init__()
+        kwargs: dict[str, Any] = dict(cfg.model_kwargs)
+        if cfg.patch_size is not None:
+            kwargs["patch_size"] = cfg.patch_size
+        try:
+            vit = timm.create_model(
+                cfg.model, pretrained=False, num_classes=0, img_size=cfg.img_size, **kwargs
+            )
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"spatial.model={cfg.model!r} could not be built: {exc}") from exc
+        if not isinstance(vit, VisionTransformer):
+            raise ValueError(
+                f"spatial.model={cfg.model!r} is a {type(vit).__name__}, not a timm VisionTransformer"
+            )
+        self.vit = vit
+        self.depth = len(vit.blocks)
+        if not -self.depth <= cfg.layer < self.depth:
+            raise ValueError(f"spatial.layer={cfg.layer} out of range for a {self.depth}-block ViT")
+        self.layer = cfg.layer
+        self.embed_dim: int = vit.embed_dim
+        self.num_heads: int = vit.blocks[0].attn.num_heads
+        data_cfg = timm.data.resolve_model_data_config(vit)
+        self.mean: tuple[float, ...] = tuple(data_cfg["mean"])
+        self.std: tuple[float, ...] = tuple(data_cfg["std"])
+        self.weights_path: str | None = cfg.weights
+        self.frozen = False
+        """Set by `freeze_spatial`: keeps eval mode through `.train()` and runs without autograd."""
+        if cfg.weights:
+            load_spatial_weights(vit, cfg.weights)
+
+    def train(self, mode: bool = True) -> SpatialTransformer:
+        """A frozen backbone stays in eval mode (no dropout/drop-path) whatever the caller asks."""
+        return super().train(mode and not self.frozen)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vit.patch_embed.proj.weight.dtype
+
+    def forward(self, frames: Tensor) -> SpatialTokens:
+        if frames.ndim != 5:
+            raise ValueError(f"expected frames B x T x C x H x W, got shape {tuple(frames.shape)}")
+        if self.frozen:
+            with torch.no_grad():
+                return self._tokens(frames)
+        return self._tokens(frames)
+
+    def _tokens(self, frames: Tensor) -> SpatialTokens:
+        b, t = frames.shape[:2]
+        images = frames.reshape(b * t, *frames.shape[2:]).to(self.dtype)
+        prefix_len = self.vit.num_prefix_tokens
+        if self.layer == -1:
+            tokens = self.vit.forward_features(images)
+            prefix, patches = tokens[:, :prefix_len], tokens[:, prefix_len:]
+        else:
+            # `norm=True`: an earlier block's tokens also pass the final norm, as layer -1 does.
+            out = self.vit.forward_intermediates(
+                images,
+                indices=[self.layer],
+                norm=True,
+                output_fmt="NLC",
+                intermediates_only=True,
+                stop_early=True,
+                return_prefix_tokens=True,
+            )[0]
+            patches, prefix = out if isinstance(out, tuple) else (out, out[:, :0])
+        cls = prefix[:, 0] if self.vit.cls_token is not None else patches.mean(dim=1)
+        return SpatialTokens(
+            cls.reshape(b, t, -1), patches.reshape(b, t, patches.shape[1], patches.shape[2])
+        )

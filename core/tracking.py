@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -15,3 +20,75 @@ class TrackingConfig:
     """None: the run directory's name."""
     uri: str | None = None
     """None: `$MLFLOW_TRACKING_URI` if set, else a local store `<out_dir>/../mlruns`."""
+
+
+log = logging.getLogger(__name__)
+
+
+def default_uri(run_dir: Path) -> str:
+    """`$MLFLOW_TRACKING_URI`, else a local store beside the run directory (shared by sibling runs)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return (run_dir.resolve().parent / "mlruns").as_uri()
+
+
+class Tracker:
+    """MLflow run of one training run; every call is best-effort (a failure warns once per kind).
+
+    Only rank 0 creates one; other ranks get a disabled tracker. A resumed run continues the
+    MLflow run whose id was stored in the run directory.
+    """
+
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, enabled: bool) -> None:
+        self._mlflow: Any = None
+        self._warned: set[str] = set()
+        if not (cfg.enabled and enabled):
+            return
+        self._guard("start", lambda: self._start(cfg, run_dir))
+
+    @property
+    def active(self) -> bool:
+        return self._mlflow is not None
+
+    def _start(self, cfg: TrackingConfig, run_dir: Path) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.uri or default_uri(run_dir))
+        mlflow.set_experiment(cfg.experiment)
+        id_file = run_dir / "mlflow_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        run = mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else (cfg.run_name or run_dir.name)
+        )
+        id_file.write_text(run.info.run_id)
+        self._mlflow = mlflow
+
+    def _guard(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as err:  # tracking must never stop training
+            if what not in self._warned:
+                log.warning("MLflow %s failed (training goes on): %s", what, err)
+                self._warned.add(what)
+            if what == "start":
+                self._mlflow = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.active:
+            clean = {k: str(v)[:500] for k, v in params.items()}
+            self._guard("log_params", lambda: self._mlflow.log_params(clean))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.active:
+            finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self._guard("log_metrics", lambda: self._mlflow.log_metrics(finite, step=step))
+
+    def log_artifact(self, path: Path) -> None:
+        if self.active and path.exists():
+            self._guard("log_artifact", lambda: self._mlflow.log_artifact(str(path)))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.active:
+            self._guard("end", lambda: self._mlflow.end_run(status=status))
+            self._mlflow = None

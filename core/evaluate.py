@@ -1,0 +1,42 @@
+"""Multi-view evaluation: logits averaged over the V views of each video, top-1/top-5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from core import engine as ds_engine
+
+
+@torch.no_grad()
+def evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    dev: torch.device,
+) -> dict[str, float]:
+    """Top-k over this rank's videos, summed over ranks (each video is on exactly one rank)."""
+    correct1 = correct5 = total = 0.0
+    loss_sum = 0.0
+    for frames, labels in batches:
+        b, v = frames.shape[:2]
+        logits = forward(frames.flatten(0, 1)).float().view(b, v, -1).mean(dim=1)
+        labels = labels.to(logits.device)
+        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        k = min(5, logits.shape[-1])
+        top = logits.topk(k, dim=-1).indices
+        hits = top.eq(labels[:, None])
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=-1).sum().item()
+        total += b
+    correct1, correct5, total, loss_sum = ds_engine.all_reduce_sum(
+        [correct1, correct5, total, loss_sum], dev
+    )
+    if total == 0:
+        raise RuntimeError("evaluation saw no videos: is the validation split empty?")
+    return {
+        "top1": 100.0 * correct1 / total,
+        "top5": 100.0 * correct5 / total,
+        "val_loss": loss_sum / total,
+        "val_videos": int(total),
+    }

@@ -1,0 +1,109 @@
+"""ViViT Factorised Encoder: per-frame spatial ViT -> adapter -> temporal transformer -> head."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from core.adapter import Adapter, AdapterConfig, build_adapter
+from core.init import init_temporal
+from core.spatial import SpatialConfig, SpatialTokens, SpatialTransformer
+from core.temporal import TemporalConfig, TemporalTransformer
+
+if TYPE_CHECKING:
+    from core.config import ExperimentConfig
+
+NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "reg_token", "dist_token", "query")
+"""Parameter names (last component) never weight-decayed, whatever their shape."""
+
+
+class TemporalHead(nn.Module):
+    """Everything after the spatial transformer: the part that trains when the spatial is frozen."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        temporal: TemporalTransformer,
+        num_classes: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.temporal = temporal
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(temporal.width, num_classes)
+        # Zero head (Scenic ViViT): logits start at 0, so a fresh head adds no noise to the loss.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def forward(self, tokens: SpatialTokens) -> Tensor:
+        # A half-precision frozen spatial feeds a head that may train in another precision.
+        cls, patches = tokens.to(self.dtype)
+        frame_tokens = self.adapter(cls, patches)
+        return self.head(self.head_drop(self.temporal(frame_tokens)))
+
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in NO_DECAY_SUFFIXES}
+
+
+class ViViTFE(nn.Module):
+    """Late fusion: `temporal_head(spatial(frames))`, with the two parts separately trainable."""
+
+    def __init__(self, spatial: SpatialTransformer, temporal_head: TemporalHead) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.temporal_head = temporal_head
+
+    @property
+    def num_frames(self) -> int:
+        return self.temporal_head.temporal.num_frames
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """frames: B x T x C x H x W -> logits B x num_classes."""
+        return self.temporal_head(self.spatial(frames))
+
+    def no_weight_decay(self) -> set[str]:
+        """Full names of embeddings/tokens that must not be decayed (norms and biases: by shape)."""
+        spatial = {f"spatial.vit.{n}" for n in self.spatial.vit.no_weight_decay()}
+        head = {f"temporal_head.{n}" for n in self.temporal_head.no_weight_decay()}
+        own = {n for n, _ in self.named_parameters()}
+        return (spatial | head) & own
+
+
+def build_parts(
+    spatial_cfg: SpatialConfig,
+    adapter_cfg: AdapterConfig,
+    temporal_cfg: TemporalConfig,
+    num_frames: int,
+    num_classes: int,
+) -> ViViTFE:
+    """The model from component configs, temporal transformer randomly initialised."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    spatial = SpatialTransformer(spatial_cfg)
+    adapter = build_adapter(adapter_cfg, spatial.embed_dim)
+    temporal = TemporalTransformer(
+        temporal_cfg,
+        in_dim=spatial.embed_dim,
+        num_frames=num_frames,
+        spatial_heads=spatial.num_heads,
+        reference_block=spatial.vit.blocks[-1],
+    )
+    head = TemporalHead(adapter, temporal, num_classes, dropout=temporal_cfg.head_dropout)
+    return ViViTFE(spatial, head)
+
+
+def build_model(cfg: ExperimentConfig, num_classes: int) -> ViViTFE:
+    """ViViT-FE for `cfg` (spatial weights loaded, temporal initialised per `cfg.temporal.init`).
+
+    Freezing is separate (`core.freezing.freeze_spatial`): precision is the training mode's call.
+    """
+    model = build_parts(cfg.spatial, cfg.adapter, cfg.temporal, cfg.data.frames, num_classes)
+    init_temporal(model, cfg.temporal)
+    return model

@@ -1,0 +1,34 @@
+"""Run-directory files: `metrics.jsonl` (append, one object per line) and atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary name and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, default=str))
+    tmp.replace(path)
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step or eval (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")

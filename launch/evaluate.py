@@ -1,0 +1,58 @@
+"""`vivit eval CONFIG.yaml checkpoint=DIR [key=value ...]`: multi-view top-1/top-5 of a checkpoint.
+
+The checkpoint's weights are loaded through the same path as `temporal.init=checkpoint`
+(trained parts from `model.safetensors`, frozen spatial weights from the file its meta names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from core.configtools import ConfigError
+from launch.logging_setup import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vivit eval", description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument(
+        "overrides", nargs="*", help="checkpoint=DIR (required) and a.b=value overrides"
+    )
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    setup_logging()
+    ckpt = [o.split("=", 1)[1] for o in args.overrides if o.startswith("checkpoint=")]
+    rest = [o for o in args.overrides if not o.startswith("checkpoint=")]
+    if len(ckpt) != 1:
+        print(
+            "vivit eval: give exactly one checkpoint=DIR (a checkpoint or run directory)",
+            file=sys.stderr,
+        )
+        return 2
+    from core.config import load_config
+
+    try:
+        cfg = load_config(
+            args.config,
+            rest
+            + [
+                "temporal.init=checkpoint",
+                f"temporal.checkpoint={ckpt[0]}",
+                "temporal.load_spatial=true",
+            ],
+        )
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"vivit eval: {err}", file=sys.stderr)
+        return 2
+    from core.evaluation_run import evaluate_checkpoint
+
+    result = evaluate_checkpoint(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Tiny-config trainers for engine tests (real DeepSpeed engine on CPU, gloo, one rank)."""
+
+from __future__ import annotations
+
+from core.config import ExperimentConfig, load_config
+from core.trainer import Trainer
+
+NUM_CLASSES = 4
+
+
+def tiny_config(*overrides: str) -> ExperimentConfig:
+    return load_config(
+        "configs/tiny.yaml",
+        [
+            "tracking.enabled=false",
+            "train.steps=20",
+            "optim.warmup_steps=2",
+            "train.micro_batch_size=4",
+            "data.frames=4",
+            *overrides,
+        ],
+    )
+
+
+def tiny_trainer(*overrides: str) -> Trainer:
+    return Trainer(tiny_config(*overrides), num_classes=NUM_CLASSES)
