@@ -19,18 +19,29 @@ class TrackingConfig:
     run_name: str | None = None
     """None: the run directory's name."""
     uri: str | None = None
-    """None: `$MLFLOW_TRACKING_URI` if set, else a local store `<out_dir>/../mlruns`."""
+    """None: `$MLFLOW_TRACKING_URI` if set, else SQLite `<out_dir>/../mlflow.db`."""
 
 
 log = logging.getLogger(__name__)
 
 
 def default_uri(run_dir: Path) -> str:
-    """`$MLFLOW_TRACKING_URI`, else a local store beside the run directory (shared by sibling runs)."""
+    """`$MLFLOW_TRACKING_URI`, else a SQLite store beside the run directory (shared by sibling
+    runs, so `mlflow ui --backend-store-uri sqlite:///<parent>/mlflow.db` shows them together).
+
+    MLflow 3 refuses new plain-file stores unless told otherwise; SQLite needs no server.
+    """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return (run_dir.resolve().parent / "mlruns").as_uri()
+    return f"sqlite:///{run_dir.resolve().parent / 'mlflow.db'}"
+
+
+def _artifact_root(uri: str, run_dir: Path) -> str | None:
+    """Artifacts of a local SQLite store live beside it (MLflow's default is relative to cwd)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
 
 
 class Tracker:
@@ -54,7 +65,10 @@ class Tracker:
     def _start(self, cfg: TrackingConfig, run_dir: Path) -> None:
         import mlflow
 
-        mlflow.set_tracking_uri(cfg.uri or default_uri(run_dir))
+        uri = cfg.uri or default_uri(run_dir)
+        mlflow.set_tracking_uri(uri)
+        if mlflow.get_experiment_by_name(cfg.experiment) is None:
+            mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_root(uri, run_dir))
         mlflow.set_experiment(cfg.experiment)
         id_file = run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else None

@@ -16,6 +16,8 @@ class DataConfig:
     """If `root` has no manifest, build the built-in synthetic action set there first."""
     synth_clips: int = 512
     """Training clips of the synthetic set built when `synthetic` is true (val gets a quarter)."""
+    synth_size: int = 32
+    """Frame size (px) of the synthetic set built when `synthetic` is true."""
     train_split: str = "train"
     val_split: str = "val"
     frames: int = 8

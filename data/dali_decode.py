@@ -1,0 +1,126 @@
+"""DALI clip decoding: encoded bytes + per-sample frame indices + crop box -> normalised clips.
+
+Bytes, INT32 frame indices and the ROI arrive through `external_source`, so the sampling and
+augmentation policy stays in Python (shared with the PyAV path) and DALI does the heavy
+work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize, normalise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from data.augment import Box
+
+log = logging.getLogger(__name__)
+
+# Codecs fn.decoders.video handles on device="cpu" (DALI 2.4 docs); the rest need "mixed".
+CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+MIXED_CODECS = CPU_CODECS | {"h264", "hevc", "av1", "mpeg4"}
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DaliClipDecoder:
+    """One DALI pipeline; `decode()` takes up to `max_batch` clips and returns `N×T×C×S×S`."""
+
+    def __init__(
+        self,
+        *,
+        max_batch: int,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        num_threads: int = 2,
+    ):
+        self.max_batch, self.size = max_batch, size
+        self.mean = [float(m) * 255.0 for m in mean]
+        self.std = [float(s) * 255.0 for s in std]
+        self.device = device
+        self.gpu = device.type == "cuda"
+        self.num_threads = num_threads
+        self.codecs = MIXED_CODECS if self.gpu else CPU_CODECS
+        self.name = "dali-mixed" if self.gpu else "dali-cpu"
+        self._pipe = None
+
+    def _build(self):
+        from nvidia.dali import fn, pipeline_def, types
+
+        dev_id = (self.device.index or 0) if self.gpu else None
+
+        @pipeline_def(
+            batch_size=self.max_batch,
+            num_threads=self.num_threads,
+            device_id=dev_id,
+            exec_dynamic=True,
+            prefetch_queue_depth=1,
+        )
+        def pipe():
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+            roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT, ndim=1)
+            roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1)
+            video = fn.decoders.video(
+                encoded, device="mixed" if self.gpu else "cpu", frames=frames, pad_mode="edge"
+            )
+            video = fn.resize(
+                video,
+                size=[self.size, self.size],
+                roi_start=roi_start,
+                roi_end=roi_end,
+                antialias=True,
+            )
+            return fn.crop_mirror_normalize(
+                video, mean=self.mean, std=self.std, output_layout="FCHW", dtype=types.FLOAT
+            )
+
+        p = pipe()
+        p.build()
+        return p
+
+    def _run(self, items: Sequence[tuple[bytes, np.ndarray, Box]]) -> torch.Tensor:
+        if self._pipe is None:
+            self._pipe = self._build()
+        p = self._pipe
+        p.feed_input("encoded", [np.frombuffer(b, dtype=np.uint8) for b, _, _ in items])
+        p.feed_input("frames", [np.asarray(i, dtype=np.int32) for _, i, _ in items])
+        p.feed_input("roi_start", [np.array(box[:2], np.float32) for _, _, box in items])
+        p.feed_input("roi_end", [np.array(box[2:], np.float32) for _, _, box in items])
+        (out,) = p.run()
+        if self.gpu:
+            return torch.from_dlpack(out.as_tensor()).clone()
+        return torch.from_numpy(out.as_array().copy())
+
+    def decode(
+        self, items: Sequence[tuple[bytes, np.ndarray, Box]]
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """Decoded clips of the good items, and the positions of items DALI could not decode.
+
+        A DALI error invalidates the pipeline, so on failure it is rebuilt and the batch
+        retried one clip at a time to find the bad ones.
+        """
+        if not items:
+            return None, []
+        try:
+            return self._run(items), []
+        except Exception as e:  # DALI surfaces decode errors as RuntimeError or IndexError
+            log.debug("DALI batch failed, isolating bad clips: %s", e)
+            self._pipe = None
+        good, bad = [], []
+        for pos, item in enumerate(items):
+            try:
+                good.append(self._run([item]))
+            except Exception:
+                self._pipe = None
+                bad.append(pos)
+        return (torch.cat(good) if good else None), bad

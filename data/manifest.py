@@ -1,0 +1,72 @@
+"""The shard directory's `manifest.json`: classes, per-shard counts, codec, build options.
+
+The manifest is the contract between `vivit shards build|synth` and every reader: readers
+trust its class list and counts, and `vivit shards inspect` checks the tars agree with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+VIDEO_EXTS = ("mp4", "webm")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary name then rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    """Load and sanity-check `root/manifest.json`; errors name the path and the missing key."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in shard directory {Path(root)}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    for key in ("classes", "splits"):
+        if key not in manifest:
+            raise ValueError(f"{path}: missing key '{key}'")
+    manifest.setdefault("flip_safe", True)
+    manifest.setdefault("flip_pairs", [])
+    return manifest
+
+
+def split_shards(manifest: dict, root: str | os.PathLike, split: str) -> list[tuple[str, int]]:
+    """`(shard path, sample count)` of one split, in manifest order."""
+    splits = manifest["splits"]
+    if split not in splits:
+        raise KeyError(f"split '{split}' not in {Path(root) / MANIFEST} (has {sorted(splits)})")
+    return [(str(Path(root) / s["name"]), int(s["count"])) for s in splits[split]["shards"]]
+
+
+def empty_manifest(classes: list[str], *, codec: str, flip_safe: bool, build: dict) -> dict:
+    return {
+        "version": 1,
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "codec": codec,
+        "flip_safe": flip_safe,
+        "flip_pairs": [],
+        "build": build,
+        "splits": {},
+        "totals": {},
+    }
+
+
+def set_split(manifest: dict, split: str, shards: list[dict]) -> None:
+    """Record one split's shards (`{"name", "count"}`) and refresh the totals."""
+    manifest["splits"][split] = {"shards": shards, "count": sum(s["count"] for s in shards)}
+    manifest["totals"] = {k: v["count"] for k, v in manifest["splits"].items()}

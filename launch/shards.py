@@ -1,0 +1,142 @@
+"""`vivit shards {build,inspect,synth}`: make and check WebDataset video shard directories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from data.build import BuildOptions, build_shards
+from data.inspect import inspect_shards
+from data.labels import FORMATS, LabelFileError
+from data.synthetic import make_synthetic
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vivit shards", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser(
+        "build", help="videos + label file -> shards, manifest.json, build-report.json"
+    )
+    b.add_argument("--videos", required=True, help="folder holding the videos")
+    b.add_argument("--labels", required=True, help="label file (format given by --format)")
+    b.add_argument("--format", required=True, choices=FORMATS)
+    b.add_argument("--out", required=True, help="shard directory (other splits there are kept)")
+    b.add_argument("--split", default="train")
+    b.add_argument(
+        "--codec",
+        default="h264",
+        choices=["copy", "h264", "vp9"],
+        help="re-encode (short GOP, no B-frames, no audio) or keep the stream",
+    )
+    b.add_argument("--short-side", type=int, default=None, help="resize so the short side is N px")
+    b.add_argument("--fps", type=float, default=None, help="drop frames down to this rate")
+    b.add_argument("--gop", type=int, default=8, help="key frame every N frames")
+    b.add_argument("--max-seconds", type=float, default=None, help="keep at most S seconds")
+    b.add_argument("--shard-size", type=float, default=256.0, help="target shard size in MB")
+    b.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    b.add_argument("--strict", action="store_true", help="exit non-zero if any video is skipped")
+
+    i = sub.add_parser(
+        "inspect", help="summarise a shard directory and check it against its manifest"
+    )
+    i.add_argument("dir")
+    i.add_argument("--decode", type=int, default=8, help="records to test-decode per split")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    s = sub.add_parser("synth", help="write the built-in synthetic action set (+ still images)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--clips", type=int, default=512)
+    s.add_argument("--val-clips", type=int, default=None, help="default: clips / 4")
+    s.add_argument("--frames", type=int, default=16)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--codec", default="vp9", choices=["vp9", "h264"])
+    s.add_argument("--objects", default=None, help="folder of object-class subfolders of images")
+    return p
+
+
+def _build(a: argparse.Namespace) -> int:
+    opts = BuildOptions(
+        codec=a.codec,
+        short_side=a.short_side,
+        fps=a.fps,
+        gop=a.gop,
+        max_seconds=a.max_seconds,
+        shard_size_mb=a.shard_size,
+    )
+    try:
+        res = build_shards(
+            a.videos, a.labels, a.format, a.out, split=a.split, options=opts, workers=a.workers
+        )
+    except (LabelFileError, FileNotFoundError, ValueError) as e:
+        print(f"vivit shards build: {e}", file=sys.stderr)
+        return 2
+    total = res.written + res.resumed
+    print(
+        f"{a.split}: wrote {res.written} videos ({res.resumed} already in complete shards), "
+        f"skipped {len(res.skipped)}; {len(res.manifest['classes'])} classes -> {a.out}"
+    )
+    for s in res.skipped[:10]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    if len(res.skipped) > 10:
+        print(f"  ... see {a.out}/build-report.json")
+    if total == 0:
+        return 1
+    return 1 if a.strict and res.skipped else 0
+
+
+def _inspect(a: argparse.Namespace) -> int:
+    try:
+        rep = inspect_shards(a.dir, decode_samples=a.decode)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vivit shards inspect: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(
+            json.dumps(
+                {**rep.summary, "problems": rep.problems, "decode_failures": rep.decode_failures},
+                indent=2,
+            )
+        )
+    else:
+        print(f"{len(rep.summary['classes'])} classes, flip_safe={rep.summary['flip_safe']}")
+        for split, s in rep.summary["splits"].items():
+            print(
+                f"  {split}: {s['samples']} samples in {s['shards']} shards, "
+                f"{s['classes_present']} classes, codecs {s['codecs']}, "
+                f"width {s['width_range']}, height {s['height_range']}, "
+                f"duration_s {s['duration_s_range']}, decoded ok {s['decoded_ok']}"
+            )
+        for f in rep.decode_failures:
+            print(f"  decode failure: {f}")
+        for p in rep.problems:
+            print(f"  PROBLEM: {p}")
+    return 0 if rep.ok else 1
+
+
+def _synth(a: argparse.Namespace) -> int:
+    val = a.val_clips if a.val_clips is not None else max(1, a.clips // 4)
+    out = make_synthetic(
+        a.out,
+        clips=a.clips,
+        val_clips=val,
+        frames=a.frames,
+        size=a.size,
+        seed=a.seed,
+        codec=a.codec,
+        objects_dir=a.objects,
+    )
+    print(f"synthetic set: {a.clips} train + {val} val clips of {a.frames}x{a.size}px -> {out}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    a = _parser().parse_args(argv)
+    return {"build": _build, "inspect": _inspect, "synth": _synth}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
