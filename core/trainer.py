@@ -198,6 +198,7 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             "train_time_s": result["train_time_s"],
             "data_wait_s": result["data_wait_s"],
             "peak_mem_bytes": result["peak_mem_bytes"],
+            "peak_mem_above_start_bytes": result["peak_mem_above_start_bytes"],
             "peak_mem_kind": result["peak_mem_kind"],
             **trainer.param_counts,
             "world_size": world,
@@ -294,6 +295,7 @@ def _train_loop(
         "train_time_s": train_time,
         "data_wait_s": data_wait,
         "peak_mem_bytes": memory.peak_bytes,
+        "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
         "peak_mem_kind": memory.kind,
     }
 
