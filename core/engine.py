@@ -51,12 +51,19 @@ def init_distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if "RANK" not in os.environ:  # plain `vivit train`: a single rank
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        if "RANK" in os.environ:  # started by the deepspeed launcher (or torchrun / SLURM env)
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        else:  # plain `vivit train`: a 1-rank group, without leaking RANK/MASTER_* to children
+            os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine insists on it
+            deepspeed.init_distributed(
+                dist_backend=backend,
+                auto_mpi_discovery=False,
+                init_method=f"tcp://127.0.0.1:{_free_port()}",
+                rank=0,
+                world_size=1,
+                verbose=False,
+            )
     return dist.get_rank(), dist.get_world_size()
 
 

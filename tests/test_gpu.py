@@ -1,0 +1,72 @@
+"""GPU-only paths (skipped without CUDA; run on a GPU machine with `pytest -m gpu`):
+DALI `mixed` (NVDEC) decoding of H.264 with exact frame selection, bf16 frozen-mode steps,
+ZeRO-2 on one GPU, checkpoint/resume on GPU."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoint import resume_checkpoint, save_checkpoint
+from tests.data_helpers import index_frames, level
+from tests.engine_helpers import NUM_CLASSES, tiny_trainer
+from tests.tensor_batches import TensorBatches
+
+pytestmark = pytest.mark.gpu
+REQUEST = [5, 0, 0, 7, 3, 3, 1, 6]
+
+
+def test_dali_mixed_decodes_h264_exact_frames() -> None:
+    from data.dali_decode import DaliClipDecoder
+    from data.transcode import encode_frames
+
+    data = encode_frames(index_frames(8), fps=8, codec="h264", gop=4, lossless=False)
+    dec = DaliClipDecoder(
+        max_batch=1,
+        size=32,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        device=torch.device("cuda:0"),
+        num_threads=2,
+    )
+    clips, bad = dec.decode([(data, np.array(REQUEST), (0, 0, 32, 32))])
+    assert bad == [] and clips.device.type == "cuda"
+    values = (clips[0, :, 0, 16, 16] * 255).round().cpu()
+    expected = torch.tensor([float(level(i)) for i in REQUEST])
+    assert torch.allclose(values, expected, atol=6), "lossy H.264: levels are far apart, atol small"
+
+
+def _steps(trainer, n: int, start: int = 0) -> list[float]:
+    stream = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=5).batches(start)
+    return [trainer.train_step(*next(stream)) for _ in range(n)]
+
+
+def test_bf16_frozen_training_zero2_on_one_gpu() -> None:
+    trainer = tiny_trainer(
+        "mode=frozen", "engine.ds_config=ds_configs/zero2_bf16.json", "engine.precision=auto"
+    )
+    assert trainer.device.type == "cuda" and trainer.dtype == torch.bfloat16
+    spatial = trainer.model.spatial
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in spatial.parameters())
+    before = {k: v.clone() for k, v in spatial.state_dict().items()}
+    losses = _steps(trainer, 4)
+    assert all(math.isfinite(x) for x in losses)
+    assert trainer.engine.zero_optimization_stage() == 2
+    assert all(torch.equal(v, before[k]) for k, v in spatial.state_dict().items())
+
+
+def test_resume_on_gpu(tmp_path: Path) -> None:
+    overrides = ("mode=frozen", "engine.ds_config=ds_configs/zero2_bf16.json", "train.steps=4")
+    reference = _steps(tiny_trainer(*overrides), 4)
+    first = tiny_trainer(*overrides)
+    _steps(first, 2)
+    saved = save_checkpoint(
+        first.engine, tmp_path, 2, {"mode": "frozen", "spatial_weights": None}, 0, 2
+    )
+    second = tiny_trainer(*overrides)
+    second.step = resume_checkpoint(second.engine, saved, rank=0)
+    assert _steps(second, 2, start=2) == pytest.approx(reference[2:], abs=1e-3)
