@@ -1,0 +1,75 @@
+"""Step time and memory vs frames, one PNG per backbone (matplotlib, Agg: no display needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def plot_train(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """`train_<backbone>.png`: ms/step and peak / training memory against T, a line per variant."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    written = []
+    for backbone in sorted({r["backbone"] for r in ok}):
+        mine = [r for r in ok if r["backbone"] == backbone]
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+        for variant in sorted({r["variant"] for r in mine}):
+            pts = sorted(
+                ((r["frames"], r) for r in mine if r["variant"] == variant), key=lambda p: p[0]
+            )
+            # One line per variant: the first micro-batch/precision seen for it keeps lines comparable.
+            first = pts[0][1]
+            pts = [
+                (t, r)
+                for t, r in pts
+                if (r["micro_batch"], r["precision"], r["zero_stage"])
+                == (first["micro_batch"], first["precision"], first["zero_stage"])
+            ]
+            xs = [t for t, _ in pts]
+            (line,) = ax_t.plot(
+                xs, [r["step_time_median_s"] * 1e3 for _, r in pts], "o-", label=variant
+            )
+            color = line.get_color()
+            ax_m.plot(
+                xs,
+                [r["peak_mem_bytes"] / 2**20 for _, r in pts],
+                "o-",
+                color=color,
+                label=f"{variant} peak",
+            )
+            ax_m.plot(
+                xs,
+                [r["train_mem_bytes"] / 2**20 for _, r in pts],
+                "x--",
+                color=color,
+                label=f"{variant} training part",
+            )
+        b = mine[0]["micro_batch"]
+        ax_t.set(
+            xlabel="frames T", ylabel="ms / step (median)", title=f"{backbone}: step time, B={b}"
+        )
+        ax_m.set(
+            xlabel="frames T", ylabel="MiB", title=f"{backbone}: memory ({mine[0]['mem_kind']})"
+        )
+        for ax in (ax_t, ax_m):
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"train_{_slug(backbone)}.png"
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        tmp.replace(path)
+        written.append(path)
+    return written

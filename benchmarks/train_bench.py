@@ -1,0 +1,36 @@
+"""`vivit bench train`: step time, clips/s, peak memory, TFLOP/s and MFU over a grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.runner import run_all
+from benchmarks.specs import BenchSpec
+
+MEMORY_NOTE = (
+    "GPU: `torch.cuda.max_memory_allocated` over the whole process (peak) and its growth after "
+    "the model and engine were built (train). CPU: peak resident set (`ru_maxrss`) of a fresh "
+    "process per configuration (peak), and peak minus the resident set right after imports + "
+    "model/engine build (train: the training part)."
+)
+
+
+def flops_formula() -> str:
+    """One-line summary for results.md; the full derivation is the docstring of benchmarks/flops.py."""
+    return (
+        "see benchmarks/flops.py; per block 8ND^2 + 4NDH + 4N^2D, full step = 3 x forward, "
+        "frozen step = spatial forward + 3 x (adapter + temporal + head) forward."
+    )
+
+
+def run_train(
+    specs: list[BenchSpec],
+    *,
+    mem_budget_bytes: int | None,
+    timeout_s: float,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every configuration in its own process; the section for results.json."""
+    rows = run_all(specs, mem_budget_bytes=mem_budget_bytes, timeout_s=timeout_s, log=log)
+    return {"rows": rows, "memory_note": MEMORY_NOTE, "flops_formula": flops_formula()}

@@ -1,0 +1,73 @@
+"""`vivit bench train --quick` end to end: real trainer, one process per configuration."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.recipe_bench import recipe_cost
+
+pytestmark = pytest.mark.slow  # ~60-90 s on a shared 2-core CPU
+
+
+def test_bench_train_quick_writes_finite_results(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    assert main(["train", "--quick", "--no-small", "--frames", "8", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["train"]["rows"]
+    assert {r["variant"] for r in rows} == {"full", "frozen+none", "frozen+mlp", "frozen+attn"}
+    for row in rows:
+        assert row["status"] == "ok", row
+        for key in (
+            "step_time_median_s",
+            "clips_per_s",
+            "peak_mem_bytes",
+            "tflops",
+            "flops_per_step",
+        ):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+        assert row["loss_finite"]
+        assert row["peak_mem_bytes"] >= row["rss_baseline_now_bytes"]
+    full = next(r for r in rows if r["mode"] == "full")
+    frozen = next(r for r in rows if r["variant"] == "frozen+attn")
+    assert frozen["frozen_params"] > 0 and full["frozen_params"] == 0
+    assert frozen["flops_per_step"] < full["flops_per_step"]
+    assert frozen["spatial_fwd_s"] > 0
+    env = results["environment"]
+    assert env["versions"]["torch"] and env["versions"]["deepspeed"] and env["versions"]["timm"]
+    assert "bench train --quick" in env["command"]
+    md = (out / "results.md").read_text()
+    assert "frozen / full ratios" in md and "| tiny-debug | frozen+attn | 8 | 4 |" in md
+    png = out / "train_tiny-debug.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_over_budget_configurations_are_oom_and_the_suite_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "oom"
+    argv = [
+        "train",
+        "--quick",
+        "--no-small",
+        "--frames",
+        "16",
+        "--mem-budget",
+        "0.1",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["train"]["rows"]
+    assert len(rows) == 4 and all(r["status"] == "oom" for r in rows)
+    assert "OOM" in (out / "results.md").read_text()
+
+
+def test_recipe_cost_formula() -> None:
+    cost = recipe_cost(1.0, 2.0, 4.0, share=0.5, epochs=2, clips=10, batch=4)
+    assert cost["total_steps"] == 6  # ceil(10 / 4) * 2
+    assert cost["method_hours"] == pytest.approx(6 * 1.5 / 3600)
+    assert cost["full_hours"] == pytest.approx(6 * 4.0 / 3600)
+    assert cost["time_ratio"] == pytest.approx(1.5 / 4.0)
