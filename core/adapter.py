@@ -32,9 +32,6 @@ class Adapter(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, cls: Tensor, patches: Tensor) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
 
 class NoAdapter(Adapter):
     """Naive freezing: the frozen CLS goes straight to the temporal transformer."""

@@ -72,6 +72,7 @@ def test_every_shipped_yaml_loads_and_builds(path: Path) -> None:
                 "spatial.model_kwargs={depth: 2, embed_dim: 64, num_heads: 2}",
                 "temporal.width=null",
                 "temporal.heads=null",
+                "adapter.heads=2",
             ],
         )
     model = build_model(cfg, num_classes=5)
