@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,17 +39,37 @@ def test_every_arm_resolves_to_a_valid_config(tmp_path: Path) -> None:
     }
 
 
+# `--quick` takes ~3-5 min on an idle 2-core CPU; the cap leaves room for a loaded machine.
+QUICK_DEMO_CAP_S = 1500
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
-    from launch.demo import EXPERIMENT, main, mlflow_run_names
+    from launch.demo import EXPERIMENT, mlflow_run_names
 
     out = tmp_path / "demo"
-    assert main(["--quick", "--out", str(out)]) == 0
+    cmd = [sys.executable, "-m", "launch.demo", "--quick", "--out", str(out)]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=QUICK_DEMO_CAP_S, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        tail = (err.stdout or b"")[-3000:]
+        pytest.fail(f"vivit demo --quick ran over {QUICK_DEMO_CAP_S}s; output tail:\n{tail!r}")
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "| two-stage |" in proc.stdout  # the table is printed as well as written
     result = json.loads((out / "results.json").read_text())
     rows = {row["arm"]: row for row in result["rows"]}
     assert list(rows) == ["full", "frozen-naive", "two-stage"]
     for row in rows.values():
-        for key in ("top1", "top5", "train_time_s", "step_time_median_s", "peak_mem_bytes"):
+        for key in (
+            "top1",
+            "top5",
+            "train_time_s",
+            "step_time_median_s",
+            "peak_mem_bytes",
+            "train_mem_bytes",
+        ):
             assert math.isfinite(row[key]) and row[key] >= 0, (row["arm"], key, row[key])
         assert 0 <= row["top1"] <= row["top5"] <= 100
         assert row["val_videos"] == QUICK.val_clips
@@ -58,6 +80,11 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     v = result["verdict"]
     assert math.isclose(
         v["time_ratio"], rows["two-stage"]["train_time_s"] / rows["full"]["train_time_s"]
+    )
+    # memory verdict: what training adds, max over both stages of the method
+    assert v["mem_kind"] == "training-added"
+    assert math.isclose(
+        v["mem_ratio"], rows["two-stage"]["train_mem_bytes"] / rows["full"]["train_mem_bytes"]
     )
     assert (out / "results.md").read_text().count("| two-stage |") == 1
     assert (out / "results.png").stat().st_size > 1000
@@ -78,3 +105,43 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert again == weights and data_root == cached[0] / "synth"
     after = weights.stat().st_mtime_ns, (data_root / "manifest.json").stat().st_mtime_ns
     assert after == before
+
+
+def _row(arm: str, top1: float, train_s: float, peak: float, train_mem: float) -> dict:
+    return {
+        "arm": arm,
+        "top1": top1,
+        "top1_se": 1.5,
+        "top5": 90.0,
+        "train_time_s": train_s,
+        "wall_s": train_s + 10,
+        "stage_step_times_s": [0.1],
+        "peak_mem_bytes": peak,
+        "train_mem_bytes": train_mem,
+        "trainable_params": 1000,
+    }
+
+
+def test_verdict_judges_training_memory_and_is_not_fooled_by_process_size() -> None:
+    from launch.demo import markdown_table, verdict
+
+    mb = 2.0**20
+    rows = [
+        _row("full", 50.0, 100.0, 1500 * mb, 400 * mb),
+        _row("frozen-naive", 40.0, 30.0, 1420 * mb, 100 * mb),
+        _row("two-stage", 49.5, 45.0, 1450 * mb, 200 * mb),
+    ]
+    v = verdict(rows)
+    assert v["mem_kind"] == "training-added" and math.isclose(v["mem_ratio"], 0.5)
+    assert math.isclose(v["process_mem_ratio"], 1450 / 1500)
+    assert v["accuracy_ok"] and v["naive_below"] and v["time_ok"] and v["mem_below"]
+    table = markdown_table(rows, rows[0])
+    assert "| two-stage | 49.50 (±1.50) |" in table and "0.45x | 0.50x |" in table
+    # without a training-memory reading the verdict falls back to (and says) process peak
+    for row in rows:
+        row["train_mem_bytes"] = math.nan
+    v = verdict(rows)
+    assert v["mem_kind"] == "process peak" and not v["mem_below"]
+    assert "n/a" in markdown_table(rows, rows[0])
+    rows[2]["top1"] = 45.0  # 5 points below full: the accuracy target is missed
+    assert not verdict(rows)["accuracy_ok"]
