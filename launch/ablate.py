@@ -8,36 +8,25 @@ time is counted in each of those rows, as the method pays it).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from launch.demo import StageFailed, build_parser, run_experiment
+from launch.demo import run_command
 from launch.recipes import ablation_arms
 
 EXPERIMENT = "vivit-ablate"
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser(
+    return run_command(
+        argv,
         "vivit ablate",
         "runs/ablate",
         "Adapter x temporal-initialisation grid of the frozen-spatial method on the built-in "
         "synthetic action set; writes results.md/json/png and an MLflow store.",
-    ).parse_args(argv)
-    out = Path(args.out or ("runs/ablate-quick" if args.quick else "runs/ablate"))
-    try:
-        run_experiment(
-            out,
-            args.quick,
-            args.seed,
-            EXPERIMENT,
-            ablation_arms,
-            "vivit ablate: adapter x temporal initialisation (frozen spatial)",
-            baseline=False,
-        )
-    except StageFailed as err:
-        print(f"vivit ablate: {err}", file=sys.stderr)
-        return 1
-    return 0
+        EXPERIMENT,
+        ablation_arms,
+        "vivit ablate: adapter x temporal initialisation (frozen spatial)",
+        baseline=False,
+    )
 
 
 if __name__ == "__main__":

@@ -426,28 +426,39 @@ def build_parser(prog: str, default_out: str, what: str) -> argparse.ArgumentPar
     return p
 
 
+def run_command(
+    argv: list[str],
+    prog: str,
+    default_out: str,
+    description: str,
+    experiment: str,
+    arms: Any,
+    title: str,
+    baseline: bool,
+) -> int:
+    """The shared CLI body of `vivit demo` and `vivit ablate`."""
+    args = build_parser(prog, default_out, description).parse_args(argv)
+    out = Path(args.out or (f"{default_out}-quick" if args.quick else default_out))
+    try:
+        run_experiment(out, args.quick, args.seed, experiment, arms, title, baseline=baseline)
+    except StageFailed as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser(
+    return run_command(
+        argv,
         "vivit demo",
         "runs/demo",
         "Full fine-tuning vs naive freezing vs the two-stage frozen-spatial method on the "
         "built-in synthetic action set; writes results.md/json/png and an MLflow store.",
-    ).parse_args(argv)
-    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
-    try:
-        run_experiment(
-            out,
-            args.quick,
-            args.seed,
-            EXPERIMENT,
-            demo_arms,
-            "vivit demo: frozen-spatial two-stage vs full fine-tuning",
-            baseline=True,
-        )
-    except StageFailed as err:
-        print(f"vivit demo: {err}", file=sys.stderr)
-        return 1
-    return 0
+        EXPERIMENT,
+        demo_arms,
+        "vivit demo: frozen-spatial two-stage vs full fine-tuning",
+        baseline=True,
+    )
 
 
 if __name__ == "__main__":
