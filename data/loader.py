@@ -279,6 +279,29 @@ class StreamingBatches:
     def close(self) -> None:
         self._dali = None
 
+    def _decoded(self, stream: ShardStream, **job_options) -> _Batcher:
+        """Clip jobs from `stream` (sampling, crop boxes) decoded and batched on the device."""
+        cfg = self.cfg
+        jobs = _ClipJobs(
+            stream,
+            frames=cfg.frames,
+            sampling=cfg.sampling,
+            stride=cfg.stride,
+            size=self.img_size,
+            mean=self.mean,
+            std=self.std,
+            dali_codecs=self.dali_codecs,
+            **job_options,
+        )
+        return _Batcher(
+            _dataloader(jobs, cfg.workers),
+            self._dali,
+            self.batch_size,
+            self.device,
+            self.dtype,
+            self.counters,
+        )
+
 
 class TrainBatchSource(StreamingBatches):
     """Endless training micro-batches `(B×T×C×H×W, B)`; see `open_train_batches`."""
@@ -313,30 +336,15 @@ class TrainBatchSource(StreamingBatches):
             resample=self.resample,
             shuffle_buffer=cfg.shuffle_buffer,
         )
-        jobs = _ClipJobs(
+        batcher = self._decoded(
             stream,
             train=True,
-            frames=cfg.frames,
-            sampling=cfg.sampling,
-            stride=cfg.stride,
-            size=self.img_size,
-            mean=self.mean,
-            std=self.std,
             min_scale=cfg.min_scale,
             flip=self.flip,
             eval_clips=1,
             eval_crops=1,
-            dali_codecs=self.dali_codecs,
             seed=self.seed,
             start_step=start_step,
-        )
-        batcher = _Batcher(
-            _dataloader(jobs, cfg.workers),
-            self._dali,
-            self.batch_size,
-            self.device,
-            self.dtype,
-            self.counters,
         )
         for frames, labels in batcher:
             yield frames[:, 0], labels
@@ -373,30 +381,15 @@ class EvalBatchSource(StreamingBatches):
             epochs=1,
             limit=self.max_videos,
         )
-        jobs = _ClipJobs(
+        yield from self._decoded(
             stream,
             train=False,
-            frames=cfg.frames,
-            sampling=cfg.sampling,
-            stride=cfg.stride,
-            size=self.img_size,
-            mean=self.mean,
-            std=self.std,
             min_scale=1.0,
             flip=(False, []),
             eval_clips=cfg.eval_clips,
             eval_crops=cfg.eval_crops,
-            dali_codecs=self.dali_codecs,
             seed=0,
             start_step=0,
-        )
-        yield from _Batcher(
-            _dataloader(jobs, cfg.workers),
-            self._dali,
-            self.batch_size,
-            self.device,
-            self.dtype,
-            self.counters,
         )
 
 
