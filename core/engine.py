@@ -115,15 +115,17 @@ def build_ds_config(
     elif precision == "fp16":
         json_fp16 = json.loads(path.read_text()).get("fp16", {})
         ds["fp16"] = {**json_fp16, "enabled": True}
-    ds["optimizer"] = {
-        "type": "AdamW",
-        "params": {
-            "lr": optim_cfg.lr,
-            "betas": list(optim_cfg.betas),
-            "eps": optim_cfg.eps,
-            "weight_decay": optim_cfg.weight_decay,
-        },
+    params: dict[str, Any] = {
+        "lr": optim_cfg.lr,
+        "betas": list(optim_cfg.betas),
+        "eps": optim_cfg.eps,
+        "weight_decay": optim_cfg.weight_decay,
     }
+    if optim_cfg.impl == "torch":
+        params["torch_adam"] = True
+        if on_gpu:
+            params["fused"] = True
+    ds["optimizer"] = {"type": "AdamW", "params": params}
     ds.setdefault("steps_per_print", 10**9)
     return ds
 

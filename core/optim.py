@@ -23,8 +23,13 @@ class OptimConfig:
     min_lr_ratio: float = 0.01
     """Cosine floor as a fraction of the peak."""
     grad_clip: float = 1.0
+    impl: str = "deepspeed"
+    """`deepspeed`: DeepSpeed's FusedAdam on a GPU (built with nvcc on first use, then cached);
+    `torch`: `torch.optim.AdamW` (fused kernels on a GPU; nothing to compile)."""
 
     def __post_init__(self) -> None:
+        if self.impl not in ("deepspeed", "torch"):
+            raise ValueError(f"optim.impl must be 'deepspeed' or 'torch', got {self.impl!r}")
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if self.spatial_lr_mult < 0:
