@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         "--backbones", help="comma-separated backbone labels to keep (e.g. ViT-B/16,ViT-L/16)"
     )
     p.add_argument("--frames", help="comma-separated frame counts to keep (train)")
+    p.add_argument(
+        "--match",
+        metavar="REGEX",
+        help="keep configurations whose name matches (e.g. '_T32_B8_bf16_z2$'; names: "
+        "<backbone>_<variant>_T<frames>_B<batch>_<precision>_z<stage>)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override added to every configuration (repeatable), e.g. optim.impl=torch",
+    )
     g = p.add_argument_group("memory")
     g.add_argument(
         "--mem-budget",
@@ -62,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
         "--budget-gb",
         type=float,
         help="frames: memory budget (GPU: default the device; CPU: default post-build RSS + --headroom-mb)",
+    )
+    g.add_argument(
+        "--search",
+        choices=["both", "frames", "batch"],
+        default="both",
+        help="frames: search the largest T, the largest B, or both",
+    )
+    g.add_argument(
+        "--frames-cap", type=int, help="frames: largest T tried (default 512 quick, 1024)"
     )
     g.add_argument(
         "--headroom-mb",
@@ -104,8 +128,14 @@ def _keep(specs: list[BenchSpec], args: argparse.Namespace) -> list[BenchSpec]:
     if args.frames:
         frames = {int(t) for t in args.frames.split(",")}
         specs = [s for s in specs if s.frames in frames]
+    if args.match:
+        pattern = re.compile(args.match)
+        specs = [s for s in specs if pattern.search(s.name)]
+    if args.overrides:
+        specs = [s.with_(extra_overrides=(*s.extra_overrides, *args.overrides)) for s in specs]
     if args.data and args.what == "train":
-        specs = [s.with_(data_root=args.data) for s in specs]
+        # Both sides in one run: each configuration on in-memory tensors, then fed by the loader.
+        specs = [v for s in specs for v in (s, s.with_(data_root=args.data))]
     if not specs:
         raise SystemExit("vivit bench: the filters left no configuration to run")
     return specs
@@ -173,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             budget_bytes=int(args.budget_gb * GiB) if args.budget_gb else None,
             headroom_bytes=int(args.headroom_mb * MiB),
             on_gpu=on_gpu,
-            frames_cap=512 if args.quick else 1024,
+            search=args.search,
+            frames_cap=args.frames_cap or (512 if args.quick else 1024),
             batch_cap=128 if args.quick else 512,
             timeout_s=args.timeout,
         )
@@ -198,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         method = _base(
             args, grid.TINY_DEBUG if args.quick else grid.GPU_MAIN, 8 if args.quick else 32
         )
+        method = method.with_(mode="frozen", adapter="attn")
+        if args.overrides:
+            method = method.with_(extra_overrides=tuple(args.overrides))
         section = run_data(
-            method.with_(mode="frozen", adapter="attn"),
+            method,
             root=args.data,
             out_dir=out,
             seconds=args.seconds or (5.0 if args.quick else 30.0),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.runner import run_spec
-from benchmarks.search import largest_fitting
+from benchmarks.search import SearchResult, largest_fitting
 from benchmarks.specs import BenchSpec
 
 
@@ -55,6 +55,7 @@ def run_frames(
     budget_bytes: int | None,
     headroom_bytes: int,
     on_gpu: bool,
+    search: str = "both",
     frames_cap: int,
     batch_cap: int,
     timeout_s: float,
@@ -70,12 +71,18 @@ def run_frames(
             log(f"{bb}: memory budget {budgets[bb] / 2**30:.2f} GiB")
         budget = budgets[bb]
         fits = _prober(spec, budget, on_gpu, timeout_s, log)
-        log(f"{spec.name}: searching the largest T at B={spec.micro_batch}")
-        by_frames = largest_fitting(lambda t, fits=fits: fits(frames=t), spec.frames, frames_cap)
-        log(f"{spec.name}: searching the largest B at T={spec.frames}")
-        by_batch = largest_fitting(
-            lambda b, fits=fits: fits(micro_batch=b), spec.micro_batch, batch_cap
-        )
+        skipped = SearchResult(None, False)
+        by_frames = by_batch = skipped
+        if search in ("both", "frames"):
+            log(f"{spec.name}: searching the largest T at B={spec.micro_batch}")
+            by_frames = largest_fitting(
+                lambda t, fits=fits: fits(frames=t), spec.frames, frames_cap
+            )
+        if search in ("both", "batch"):
+            log(f"{spec.name}: searching the largest B at T={spec.frames}")
+            by_batch = largest_fitting(
+                lambda b, fits=fits: fits(micro_batch=b), spec.micro_batch, batch_cap
+            )
         limits.append(
             {
                 "backbone": bb,

@@ -18,7 +18,7 @@ def _slug(text: str) -> str:
 
 def plot_train(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """`train_<backbone>.png`: ms/step and peak / training memory against T, a line per variant."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("data_root") is None]
     written = []
     for backbone in sorted({r["backbone"] for r in ok}):
         mine = [r for r in ok if r["backbone"] == backbone]

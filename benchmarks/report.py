@@ -12,6 +12,8 @@ TARGETS = {
     "frames": 4.0,
     "spatial_mfu": 0.5,
     "data": 1.2,
+    "data_over_tensor_gpu": 1.05,
+    "data_over_tensor_cpu": 1.15,
 }
 
 
@@ -34,7 +36,50 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _group_key(row: dict[str, Any]) -> tuple:
-    return (row["backbone"], row["frames"], row["micro_batch"], row["precision"], row["zero_stage"])
+    return (
+        row["backbone"],
+        row["frames"],
+        row["micro_batch"],
+        row["precision"],
+        row["zero_stage"],
+        row.get("data_root"),
+    )
+
+
+def data_over_tensor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each data-fed row against the same configuration on in-memory tensors (same run).
+
+    `data_over_tensor` = median step time including the wait for the next batch from the
+    real loader / median step time on a tensor already on the device: what the input
+    pipeline adds to a training step.
+    """
+    tensor = {
+        (r["variant"], *_group_key(r)[:-1]): r
+        for r in rows
+        if r.get("data_root") is None and r["status"] == "ok"
+    }
+    out = []
+    for r in rows:
+        if r.get("data_root") is None or r["status"] != "ok":
+            continue
+        base = tensor.get((r["variant"], *_group_key(r)[:-1]))
+        if base is None:
+            continue
+        fed = r.get("data_step_time_median_s") or r["step_time_median_s"]
+        out.append(
+            {
+                "backbone": r["backbone"],
+                "variant": r["variant"],
+                "frames": r["frames"],
+                "micro_batch": r["micro_batch"],
+                "decoder": r.get("data_decoder"),
+                "tensor_step_s": base["step_time_median_s"],
+                "data_step_s": fed,
+                "data_wait_median_s": r.get("data_wait_median_s"),
+                "data_over_tensor": fed / base["step_time_median_s"],
+            }
+        )
+    return out
 
 
 def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +129,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     device_kind = env.get("device", {}).get("kind", "cpu")
     mem_key = "peak_mem_ratio" if device_kind == "cuda" else "train_mem_ratio"
     train = results.get("train", {}).get("rows", [])
-    ratios = [r for r in ratio_rows(train) if r["variant"] != "frozen+none"]
+    tensor_rows = [r for r in train if r.get("data_root") is None]
+    ratios = [r for r in ratio_rows(tensor_rows) if r["variant"] != "frozen+none"]
     by_backbone: dict[str, list[dict[str, Any]]] = {}
     for r in ratios:
         by_backbone.setdefault(r["backbone"], []).append(r)
@@ -144,6 +190,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "where": backbone,
                 "value": best,
                 "verdict": _verdict(best, TARGETS["spatial_mfu"], True),
+            }
+        )
+    limit = TARGETS["data_over_tensor_gpu" if device_kind == "cuda" else "data_over_tensor_cpu"]
+    for r in data_over_tensor(train):
+        if r["variant"] != "frozen+attn":
+            continue
+        out.append(
+            {
+                "target": f"loader-inclusive step <= {limit}x the step on in-memory tensors",
+                "where": f"{r['backbone']}, {r['variant']}, T={r['frames']}, B={r['micro_batch']}, "
+                f"decoder {r['decoder']}",
+                "value": r["data_over_tensor"],
+                "verdict": _verdict(r["data_over_tensor"], limit, False),
             }
         )
     data = results.get("data", {})
@@ -265,6 +324,36 @@ def _train_md(section: dict[str, Any]) -> list[str]:
                     _f(r["train_mem_ratio"], ".3f"),
                 ]
                 for r in ratios
+            ],
+        )
+    fed = data_over_tensor(rows)
+    if fed:
+        lines += ["### real data path / in-memory tensors (same configuration, same run)", ""]
+        lines += _table(
+            [
+                "backbone",
+                "variant",
+                "T",
+                "B",
+                "decoder",
+                "tensor ms",
+                "data ms",
+                "wait ms",
+                "ratio",
+            ],
+            [
+                [
+                    r["backbone"],
+                    r["variant"],
+                    str(r["frames"]),
+                    str(r["micro_batch"]),
+                    str(r["decoder"]),
+                    f"{r['tensor_step_s'] * 1e3:.1f}",
+                    f"{r['data_step_s'] * 1e3:.1f}",
+                    _f((r["data_wait_median_s"] or 0) * 1e3, ".1f"),
+                    f"{r['data_over_tensor']:.3f}",
+                ]
+                for r in fed
             ],
         )
     return lines

@@ -201,6 +201,9 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
         result["spatial_fwd_mfu"] = mfu(spatial_flops, spatial_s, device["name"]) if cuda else None
     if stream is not None:
         result["data_wait_median_s"] = statistics.median(wait_times)
+        result["data_step_time_median_s"] = statistics.median(
+            w + s for w, s in zip(wait_times, step_times, strict=True)
+        )
         result["data_wait_total_s"] = sum(wait_times)
         result["data_wait_share"] = sum(wait_times) / (sum(wait_times) + sum(step_times))
         result["data_decoder"] = str(getattr(source, "decoder", ""))
