@@ -380,6 +380,7 @@ def run_experiment(
     arms_for: Any,
     title: str,
     baseline: bool,
+    tracking: bool = True,
 ) -> dict[str, Any]:
     """Shared by demo and ablate: inputs, base config, arms, report."""
     budget = budget_for(quick)
@@ -387,12 +388,15 @@ def run_experiment(
     t0 = time.perf_counter()
     data_root, weights = prepare_inputs(budget, out / "cache", seed)
     uri = tracking_uri(out)
-    ensure_experiment(uri, experiment, out / "mlartifacts")
-    base_yaml = out / "base.yaml"
-    write_base_config(
-        base_yaml,
-        base_overrides(budget, data_root.resolve(), weights.resolve(), seed, uri, experiment),
+    overrides = base_overrides(
+        budget, data_root.resolve(), weights.resolve(), seed, uri, experiment
     )
+    if tracking:
+        ensure_experiment(uri, experiment, out / "mlartifacts")
+    else:
+        overrides.append("tracking.enabled=false")
+    base_yaml = out / "base.yaml"
+    write_base_config(base_yaml, overrides)
     runs_dir = out / "runs"
     arms = arms_for(budget, runs_dir.resolve())
     summaries = run_arms(arms, base_yaml, runs_dir, run_prefix=f"{budget.name}/")
@@ -404,7 +408,7 @@ def run_experiment(
         "pretrain": {k: pretrain_meta[k] for k in ("val_top1", "steps", "train_s")},
         "tracking_uri": uri,
         "experiment": experiment,
-        "mlflow_runs": sorted(mlflow_run_names(uri, experiment)),
+        "mlflow_runs": sorted(mlflow_run_names(uri, experiment)) if tracking else [],
         "total_s": time.perf_counter() - t0,
     }
     result = write_report(out, title, rows, extra, baseline)
@@ -423,6 +427,11 @@ def build_parser(prog: str, default_out: str, what: str) -> argparse.ArgumentPar
         help=f"output dir (default {default_out}, -quick suffix with --quick)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="no MLflow store (for machines without mlflow); results.{md,json,png} as usual",
+    )
     return p
 
 
@@ -440,7 +449,16 @@ def run_command(
     args = build_parser(prog, default_out, description).parse_args(argv)
     out = Path(args.out or (f"{default_out}-quick" if args.quick else default_out))
     try:
-        run_experiment(out, args.quick, args.seed, experiment, arms, title, baseline=baseline)
+        run_experiment(
+            out,
+            args.quick,
+            args.seed,
+            experiment,
+            arms,
+            title,
+            baseline=baseline,
+            tracking=not args.no_tracking,
+        )
     except StageFailed as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 1
