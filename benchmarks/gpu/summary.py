@@ -1,0 +1,165 @@
+"""One screen after the GPU check: each step's outcome, each GPU target met or missed, tests.
+
+Reads what `run.sh` left in its work directory (steps.tsv, pytest.xml, results/results.json,
+demo/results.json); writes summary.md. A missing input is reported as missing, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.report import data_over_tensor, ratio_rows, targets  # noqa: E402
+
+MiB = 2**20
+
+
+def _steps(path: Path) -> list[str]:
+    lines = ["| step | exit | seconds | limit s |", "|---|---|---|---|"]
+    if not path.is_file():
+        return ["no steps.tsv"]
+    for raw in path.read_text().splitlines():
+        name, rc, secs, limit = (raw.split("\t") + ["", "", "", ""])[:4]
+        shown = {"0": "ok", "124": "TIMED OUT"}.get(
+            rc, rc if not rc.isdigit() else f"FAILED ({rc})"
+        )
+        lines.append(f"| {name} | {shown} | {secs} | {limit} |")
+    return lines
+
+
+def _pytest(path: Path) -> list[str]:
+    if not path.is_file():
+        return ["pytest: no report (step not run or killed)"]
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        return ["pytest: unreadable report"]
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    lines = [
+        f"pytest: {counts['tests']} tests, {counts['failures']} failed, {counts['errors']} errors, "
+        f"{counts['skipped']} skipped"
+    ]
+    for case in suite.iter("testcase"):
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if bad is not None:
+            msg = (bad.get("message") or "").splitlines()[0][:160] if bad.get("message") else ""
+            lines.append(f"- FAILED {case.get('classname')}::{case.get('name')}: {msg}")
+        elif case.find("skipped") is None and "gpu" in (case.get("classname") or ""):
+            lines.append(f"- passed {case.get('classname')}::{case.get('name')}")
+    return lines
+
+
+def _train(results: dict[str, Any]) -> list[str]:
+    rows = results.get("train", {}).get("rows", [])
+    if not rows:
+        return ["bench train: no rows"]
+    lines = [
+        "| config | data | status | ms/step | peak MiB | MFU | spatial fwd MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ok = r["status"] == "ok"
+        lines.append(
+            f"| {r['name']} | {'loader' if r.get('data_root') else 'tensor'} | {r['status']}"
+            + (f": {str(r.get('error', ''))[:80]}" if not ok else "")
+            + f" | {r['step_time_median_s'] * 1e3:.1f}" * ok
+            + " | -" * (not ok)
+            + (f" | {r['peak_mem_bytes'] / MiB:.0f}" if ok else " | -")
+            + (f" | {r['mfu']:.1%}" if ok and r.get("mfu") is not None else " | -")
+            + (f" | {r['spatial_fwd_mfu']:.1%} |" if ok and r.get("spatial_fwd_mfu") else " | - |")
+        )
+    for r in ratio_rows([r for r in rows if r.get("data_root") is None]):
+        lines.append(
+            f"- {r['variant']} / full: step {r['step_time_ratio']:.3f}, peak memory "
+            f"{r['peak_mem_ratio']:.3f}"
+        )
+    for r in data_over_tensor(rows):
+        lines.append(
+            f"- {r['variant']} loader-inclusive / tensor step: {r['data_over_tensor']:.3f} "
+            f"({r['decoder']}, wait {(r['data_wait_median_s'] or 0) * 1e3:.1f} ms)"
+        )
+    return lines
+
+
+def _demo(path: Path) -> list[str]:
+    if not path.is_file():
+        return ["demo: no results.json"]
+    res = json.loads(path.read_text())
+    lines = [f"demo ({res.get('title', '')}):"]
+    arms = res.get("arms")
+    if isinstance(arms, dict):
+        for name, a in arms.items():
+            lines.append(
+                f"- {name}: top-1 {a.get('top1_mean')}, train {a.get('train_time_s_mean')} s"
+            )
+    for r in res.get("rows", []):
+        lines.append(
+            f"- {r.get('arm')}: top-1 {r.get('top1', 0):.2f}%, train {r.get('train_time_s', 0):.1f} s, "
+            f"median step {r.get('step_time_median_s', 0) * 1e3:.1f} ms"
+        )
+    return lines
+
+
+def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
+    res_path = results_dir / "results.json"
+    results = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    env = results.get("environment", {})
+    lines = [
+        "# vivit GPU check" + (" (DRY RUN on CPU: tiny sizes, no GPU figures)" if dry_run else ""),
+        "",
+        f"- device: {env.get('device', {}).get('name')}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        f"- commit: {env.get('git_commit')}",
+        "",
+        "## Steps",
+        "",
+        *_steps(work / "steps.tsv"),
+        "",
+        "## Targets",
+        "",
+    ]
+    tgt = targets(results) if results else []
+    lines += [
+        f"- {t['target']} [{t['where']}]: {t['value'] if t['value'] is None else format(t['value'], '.3f')} -> {t['verdict']}"
+        for t in tgt
+    ] or ["no target figures (see Steps)"]
+    for name, part in (("data", results.get("data", {})), ("frames", results.get("frames", {}))):
+        if name == "data" and part.get("result"):
+            r = part["result"]
+            lines.append(
+                f"- data pipeline: {r.get('dali_decoder')} {r.get('dali_clips_per_s', 0):.1f} clips/s vs "
+                f"PyAV DataLoader {r.get('pyav_clips_per_s', 0):.1f} clips/s ({r.get('dali_over_pyav', 0):.2f}x)"
+            )
+        if name == "frames":
+            for s in part.get("summary", []):
+                lines.append(
+                    f"- frames at {s['budget_bytes'] / 2**30:.0f} GiB, B={s['micro_batch']}: full T<={s['full_frames']}, "
+                    f"{s['variant']} T<={s['frozen_frames']}"
+                    + (" (cap)" if s.get("frozen_capped") else "")
+                )
+    lines += ["", "## Training step (bench train)", "", *_train(results), ""]
+    lines += ["## Tests", "", *_pytest(work / "pytest.xml"), ""]
+    lines += ["## Demo --quick", "", *_demo(work / "demo" / "results.json"), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dry-run", type=int, default=0)
+    args = p.parse_args(argv)
+    text = summarise(args.work, args.results, bool(args.dry_run))
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
