@@ -25,6 +25,7 @@ class ExperimentConfig:
     mode: Literal["full", "frozen"] = "frozen"
     """`full`: fine-tune everything (ViViT-FE baseline); `frozen`: freeze the spatial transformer."""
     seed: int = 0
+    """Seeds weight init (same on every rank), the data order and the synthetic set."""
     out_dir: str = "runs/default"
     """Run directory: config.yaml, metrics.jsonl, summary.json, checkpoints/."""
     resume: str | None = "auto"
