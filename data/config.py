@@ -37,7 +37,8 @@ class DataConfig:
     min_scale: float = 0.35
     """Lower bound of the random-resized-crop area fraction."""
     flip: Literal["auto", "always", "never"] = "auto"
-    """`auto`: flip unless the manifest says the class set is direction-sensitive."""
+    """`auto`: flip unless the manifest says the class set is direction-sensitive; `always`:
+    flip, relabelling through the manifest's flip pairs (`vivit shards build --flip-pairs`)."""
     eval_clips: int = 2
     """Temporal views per video at evaluation."""
     eval_crops: Literal[1, 3] = 1
