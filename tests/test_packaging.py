@@ -80,9 +80,10 @@ def test_wheel_installs_and_trains_from_another_directory(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
     ).stdout.strip()
-    # The test environment's packages (torch, DeepSpeed, ...) sit *behind* the venv's own.
-    lines = [f"import site; site.addsitedir({d!r})" for d in _test_env_site_dirs()]
-    (Path(vsite) / "zz_test_env.pth").write_text("\n".join(lines) + "\n")
+    # The test environment's packages (torch, DeepSpeed, ...) sit *behind* the venv's own, as
+    # plain path entries: their .pth files (an editable install's finder) are not run, so
+    # nothing can be found in the checkout instead of the wheel.
+    (Path(vsite) / "zz_test_env.pth").write_text("\n".join(_test_env_site_dirs()) + "\n")
     subprocess.run(
         [*pip, "--python", str(vpy), "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
@@ -99,8 +100,9 @@ def test_wheel_installs_and_trains_from_another_directory(tmp_path: Path) -> Non
         assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stderr[-4000:]}"
         return proc
 
-    where = run(str(vpy), "-c", "import core, configs, ds_configs; print(core.__file__)")
-    assert where.stdout.strip().startswith(vsite), "the installed wheel, not the checkout"
+    code = "import core, configs, ds_configs; print(core.__file__, configs.__file__, ds_configs.__file__)"  # fmt: skip
+    where = run(str(vpy), "-c", code).stdout.split()
+    assert all(f.startswith(vsite) for f in where), f"not the installed wheel: {where}"
 
     vivit = str(venv / "bin" / "vivit")
     run(vivit, "shards", "synth", "--out", "shards", "--clips", "16", "--val-clips", "8",
