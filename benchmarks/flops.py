@@ -1,8 +1,9 @@
 """FLOPs of a ViViT-FE training step, written out (nanoGPT-style), and MFU.
 
 Counting convention (the same as `torch.utils.flop_counter.FlopCounterMode`):
-matrix multiplies only, 2 FLOPs per multiply-add; norms, softmax, GELU and
-elementwise ops are not counted.
+matrix multiplies only, attention's two included, 2 FLOPs per multiply-add; norms,
+softmax, GELU and elementwise ops are not counted. (torch < 2.15 counts CPU's fused
+attention kernel as 0; tests/flop_count.py counts it on every version.)
 
 One pre-norm transformer block over N tokens of width D with MLP hidden H:
 

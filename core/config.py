@@ -10,6 +10,7 @@ from core.adapter import AdapterConfig
 from core.configtools import ConfigError, apply_overrides, from_dict, load_yaml
 from core.engine import EngineConfig
 from core.optim import OptimConfig
+from core.shipped import CONFIGS, shipped_names, shipped_path
 from core.spatial import SpatialConfig
 from core.temporal import TemporalConfig
 from core.tracking import TrackingConfig
@@ -24,6 +25,7 @@ class ExperimentConfig:
     mode: Literal["full", "frozen"] = "frozen"
     """`full`: fine-tune everything (ViViT-FE baseline); `frozen`: freeze the spatial transformer."""
     seed: int = 0
+    """Seeds weight init (same on every rank), the data order and the synthetic set."""
     out_dir: str = "runs/default"
     """Run directory: config.yaml, metrics.jsonl, summary.json, checkpoints/."""
     resume: str | None = "auto"
@@ -46,9 +48,18 @@ class ExperimentConfig:
             self.resume = None
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """An experiment YAML as given (cwd first), else the packaged `configs/` copy."""
+    found = shipped_path(path, CONFIGS)
+    if found is None:
+        known = ", ".join(f"configs/{n}" for n in shipped_names(CONFIGS, ".yaml"))
+        raise ConfigError(f"config file not found: {path} (shipped: {known})")
+    return found
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read YAML (or start from defaults), apply `a.b=value` overrides, validate."""
-    data = load_yaml(path) if path is not None else {}
+    data = load_yaml(resolve_config_path(path)) if path is not None else {}
     apply_overrides(data, list(overrides or []), ExperimentConfig)
     return from_dict(ExperimentConfig, data)
 

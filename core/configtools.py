@@ -199,3 +199,93 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     tmp.replace(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One config key as `vivit config` shows it."""
+
+    key: str
+    type: str
+    default: Any
+    doc: str
+    section: str = ""
+    """Dotted path of the dataclass that owns the key ('' for top-level keys)."""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal under each field).
+
+    Python keeps no such docstring at run time, so they are read from the class source, as
+    litgpt/jsonargparse do; a class without source (e.g. compiled) yields none.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def type_name(tp: Any) -> str:
+    """A short, readable name of a field annotation (`int | None`, `full | frozen`)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if origin is not None:
+        args = ", ".join(type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is Any:
+        return "Any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe(cls: type, path: str = "") -> list[KeyDoc]:
+    """Every leaf key of a (nested) config dataclass with type, default and docstring."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    out: list[KeyDoc] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(describe(tp, key))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        out.append(KeyDoc(key, type_name(tp), default, docs.get(f.name, ""), path))
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A value as it would be written in YAML or a `key=value` override."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("...").strip()

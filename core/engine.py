@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from core.optim import OptimConfig
+from core.shipped import DS_CONFIGS, shipped_names, shipped_path
 
 
 @dataclass
@@ -20,7 +21,7 @@ class EngineConfig:
     """DeepSpeed JSON and the overrides the YAML may apply to it."""
 
     ds_config: str = "ds_configs/zero2_bf16.json"
-    """DeepSpeed JSON (ZeRO stage, precision, offload); relative paths resolve against the repo."""
+    """DeepSpeed JSON (ZeRO stage, precision, offload): a file path, or a shipped one by name."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """`auto`: the JSON's precision on GPU, fp32 on CPU (DeepSpeed's CPU path has no fp16)."""
     zero_stage: int | None = None
@@ -30,8 +31,6 @@ class EngineConfig:
         if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"engine.zero_stage must be 0..3, got {self.zero_stage}")
 
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -75,14 +74,11 @@ def device() -> torch.device:
 
 
 def resolve_ds_config_path(path: str) -> Path:
-    """A DeepSpeed JSON path as given, or relative to the repo (shipped `ds_configs/`)."""
-    candidate = Path(path)
-    if candidate.is_file():
-        return candidate
-    shipped = REPO_ROOT / path
-    if shipped.is_file():
-        return shipped
-    known = sorted(p.name for p in (REPO_ROOT / "ds_configs").glob("*.json"))
+    """A DeepSpeed JSON path as given (cwd first), else the packaged `ds_configs/` copy."""
+    found = shipped_path(path, DS_CONFIGS)
+    if found is not None:
+        return found
+    known = shipped_names(DS_CONFIGS, ".json")
     raise FileNotFoundError(
         f"engine.ds_config: no such file {path!r} (shipped: {', '.join(known)})"
     )

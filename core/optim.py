@@ -17,12 +17,17 @@ class OptimConfig:
     layer_decay: float | None = None
     """Full mode: extra per-block decay `layer_decay ** (depth - i)` on top of `spatial_lr_mult`."""
     weight_decay: float = 0.05
+    """AdamW decay of weight matrices (norms, biases, embeddings and tokens: none)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW moment coefficients."""
     eps: float = 1e-8
+    """AdamW denominator epsilon."""
     warmup_steps: int = 50
+    """Linear warm-up to the peak learning rate, then cosine decay to the floor."""
     min_lr_ratio: float = 0.01
     """Cosine floor as a fraction of the peak."""
     grad_clip: float = 1.0
+    """Global gradient-norm clip (DeepSpeed `gradient_clipping`)."""
     impl: str = "deepspeed"
     """`deepspeed`: DeepSpeed's FusedAdam on a GPU (built with nvcc on first use, then cached);
     `torch`: `torch.optim.AdamW` (fused kernels on a GPU; nothing to compile)."""

@@ -25,6 +25,7 @@ class SpatialConfig:
     weights: str | None = None
     """Local weights file (safetensors or torch checkpoint, timm key names); never a hub download."""
     img_size: int = 224
+    """Frame size (px) the ViT sees; decoded crops are resized to it."""
     patch_size: int | None = None
     """None keeps the model's own patch size."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -19,11 +19,13 @@ class TemporalConfig:
     """Late-fusion temporal encoder and how it is initialised."""
 
     depth: int = 4
+    """Temporal transformer blocks."""
     width: int | None = None
     """None: the spatial width (required for `init: image`); else a projection is added."""
     heads: int | None = None
     """None: the spatial model's head count when widths match, else width // 64 (at least 1)."""
     mlp_ratio: float = 4.0
+    """MLP hidden width as a multiple of the temporal width."""
     init: Literal["random", "image", "checkpoint"] = "random"
     """`image`: copy the spatial ViT's last `depth` blocks; `checkpoint`: load an earlier run."""
     checkpoint: str | None = None
@@ -33,6 +35,7 @@ class TemporalConfig:
     pos_init: Literal["sincos", "normal"] = "sincos"
     """Temporal position embedding init; std-0.02 `normal` lets the model ignore order for long."""
     head_dropout: float = 0.0
+    """Dropout before the classification head."""
 
     def __post_init__(self) -> None:
         if self.depth < 1:

@@ -15,7 +15,9 @@ class TrackingConfig:
     """MLflow run settings (rank 0 only)."""
 
     enabled: bool = True
+    """Log params, metrics and artifacts to MLflow."""
     experiment: str = "frozen-vivit"
+    """MLflow experiment name."""
     run_name: str | None = None
     """None: the run directory's name."""
     uri: str | None = None

@@ -39,7 +39,9 @@ class TrainConfig:
     micro_batch_size: int = 8
     """Clips per rank per forward (DeepSpeed `train_micro_batch_size_per_gpu`)."""
     grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step."""
     log_every: int = 10
+    """Steps between loss/throughput records (metrics.jsonl and MLflow)."""
     eval_every: int = 0
     """0: evaluate only at the end."""
     eval_max_videos: int | None = None
@@ -47,7 +49,9 @@ class TrainConfig:
     ckpt_every: int = 0
     """0: checkpoint only at the end."""
     keep_checkpoints: int = 2
+    """Newest checkpoints kept in `out_dir/checkpoints/`; older ones are deleted."""
     progress: bool = True
+    """Progress bar on rank 0."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:

@@ -11,7 +11,7 @@ import multiprocessing as mp
 import re
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -46,6 +46,8 @@ class BuildResult:
     skipped: list[dict]
     resumed: int
     manifest: dict
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the label file (e.g. direction classes left without a flip partner)."""
 
 
 def _safe_key(index: int, path: Path) -> str:
@@ -104,14 +106,24 @@ def build_shards(
     options: BuildOptions | None = None,
     workers: int = 1,
     progress: bool = True,
+    flip_pairs: list[tuple[str, str]] | None = None,
 ) -> BuildResult:
-    """Build one split into `out`; other splits already there keep their entries and classes."""
+    """Build one split into `out`; other splits already there keep their entries and classes.
+
+    `flip_pairs` (e.g. `[("left", "right")]`) name the classes a horizontal flip swaps; they go
+    to the manifest, replacing earlier ones, and `data.flip=always` relabels through them.
+    """
     opt = options or BuildOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out) if (out / MANIFEST).is_file() else None
     labelset = read_labels(
-        fmt, labels, videos, split=split, known_classes=manifest["classes"] if manifest else None
+        fmt,
+        labels,
+        videos,
+        split=split,
+        known_classes=manifest["classes"] if manifest else None,
+        flip_pairs=flip_pairs,
     )
     build_record = {**vars(opt), "format": fmt, "labels": str(labels), "videos": str(videos)}
     state_path = out / f".build-{split}.json"
@@ -163,6 +175,8 @@ def build_shards(
         )
     else:
         manifest["flip_safe"] = bool(manifest.get("flip_safe", True) and labelset.flip_safe)
+    if flip_pairs:
+        manifest["flip_pairs"] = labelset.flip_pairs
     manifest.setdefault("codecs", {})[split] = sorted(
         codecs | set(manifest.get("codecs", {}).get(split, []))
     )
@@ -179,4 +193,6 @@ def build_shards(
         "skipped": skipped,
     }
     write_json_atomic(report_path, report)
-    return BuildResult(written, skipped, sum(s["count"] for s in done_shards), manifest)
+    return BuildResult(
+        written, skipped, sum(s["count"] for s in done_shards), manifest, labelset.notes
+    )

@@ -19,26 +19,32 @@ class DataConfig:
     synth_size: int = 32
     """Frame size (px) of the synthetic set built when `synthetic` is true."""
     train_split: str = "train"
+    """Split name (shard prefix in the manifest) trained on."""
     val_split: str = "val"
+    """Split name evaluated on."""
     frames: int = 8
     """T: frames per clip fed to the model."""
     sampling: Literal["uniform", "stride"] = "uniform"
     """`uniform`: T frames spread over the whole clip; `stride`: T frames `stride` apart from a random start."""
     stride: int = 2
+    """Source frames between sampled frames for `sampling: stride`."""
     decoder: Literal["auto", "dali", "pyav"] = "auto"
     """`auto`: DALI (mixed on GPU, cpu otherwise) where the codec allows, else PyAV."""
     workers: int = 2
     """DataLoader workers feeding encoded bytes (and PyAV decoding)."""
     shuffle_buffer: int = 256
+    """WebDataset shuffle buffer, in clips (bigger mixes shards better, costs memory)."""
     min_scale: float = 0.35
     """Lower bound of the random-resized-crop area fraction."""
     flip: Literal["auto", "always", "never"] = "auto"
-    """`auto`: flip unless the manifest says the class set is direction-sensitive."""
+    """`auto`: flip unless the manifest says the class set is direction-sensitive; `always`:
+    flip, relabelling through the manifest's flip pairs (`vivit shards build --flip-pairs`)."""
     eval_clips: int = 2
     """Temporal views per video at evaluation."""
     eval_crops: Literal[1, 3] = 1
     """Spatial views per video at evaluation (1: centre, 3: left/centre/right)."""
     eval_batch_size: int = 8
+    """Clips per forward at evaluation."""
 
     def __post_init__(self) -> None:
         if self.frames < 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 
+from data.labels import direction_classes
 from data.manifest import VIDEO_EXTS, read_manifest
 
 
@@ -50,14 +51,35 @@ def _range(values: list) -> list | None:
     return [min(values), max(values)] if values else None
 
 
+def flip_lines(summary: dict) -> list[str]:
+    """What a horizontal flip does to this class set, for `vivit shards inspect`."""
+    pairs = summary["flip_pairs"]
+    paired = {c for pair in pairs for c in pair}
+    lines = []
+    if summary["direction_classes"]:
+        lines.append(f"direction classes: {', '.join(summary['direction_classes'])}")
+    if pairs:
+        shown = ", ".join(f"{a} <-> {b}" for a, b in pairs)
+        lines.append(f"flip pairs (relabelled under data.flip=always): {shown}")
+    unpaired = [c for c in summary["direction_classes"] if c not in paired]
+    if unpaired:
+        lines.append(f"no flip partner (data.flip=always keeps their label): {', '.join(unpaired)}")
+    if not summary["flip_safe"]:
+        lines.append("data.flip=auto does not flip this set")
+    return lines
+
+
 def inspect_shards(root: str | Path, *, decode_samples: int = 8) -> InspectReport:
     root = Path(root)
     report = InspectReport()
     manifest = read_manifest(root)
     num_classes = len(manifest["classes"])
+    classes = manifest["classes"]
     report.summary = {
-        "classes": manifest["classes"],
+        "classes": classes,
         "flip_safe": manifest["flip_safe"],
+        "direction_classes": direction_classes(classes),
+        "flip_pairs": [[classes[a], classes[b]] for a, b in manifest["flip_pairs"]],
         "splits": {},
     }
     listed: set[str] = set()

@@ -8,8 +8,8 @@ import os
 import sys
 
 from data.build import BuildOptions, build_shards
-from data.inspect import inspect_shards
-from data.labels import FORMATS, LabelFileError
+from data.inspect import flip_lines, inspect_shards
+from data.labels import FORMATS, LabelFileError, parse_flip_pairs
 from data.synthetic import make_synthetic
 
 
@@ -24,7 +24,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", required=True, help="label file (format given by --format)")
     b.add_argument("--format", required=True, choices=FORMATS)
     b.add_argument("--out", required=True, help="shard directory (other splits there are kept)")
-    b.add_argument("--split", default="train")
+    b.add_argument(
+        "--split",
+        default="train",
+        help="split to build; with --format csv, rows whose `split` column differs are ignored",
+    )
+    b.add_argument(
+        "--flip-pairs",
+        default=None,
+        metavar="A:B,...",
+        help="words (or class names) a horizontal flip swaps, e.g. left:right,cw:ccw; stored "
+        "in the manifest so data.flip=always relabels a flipped clip",
+    )
     b.add_argument(
         "--codec",
         default="h264",
@@ -68,8 +79,16 @@ def _build(a: argparse.Namespace) -> int:
         shard_size_mb=a.shard_size,
     )
     try:
+        pairs = parse_flip_pairs(a.flip_pairs) if a.flip_pairs is not None else None
         res = build_shards(
-            a.videos, a.labels, a.format, a.out, split=a.split, options=opts, workers=a.workers
+            a.videos,
+            a.labels,
+            a.format,
+            a.out,
+            split=a.split,
+            options=opts,
+            workers=a.workers,
+            flip_pairs=pairs,
         )
     except (LabelFileError, FileNotFoundError, ValueError) as e:
         print(f"vivit shards build: {e}", file=sys.stderr)
@@ -79,6 +98,8 @@ def _build(a: argparse.Namespace) -> int:
         f"{a.split}: wrote {res.written} videos ({res.resumed} already in complete shards), "
         f"skipped {len(res.skipped)}; {len(res.manifest['classes'])} classes -> {a.out}"
     )
+    for note in res.notes:
+        print(f"  note: {note}")
     for s in res.skipped[:10]:
         print(f"  skipped {s['path']}: {s['reason']}")
     if len(res.skipped) > 10:
@@ -103,6 +124,8 @@ def _inspect(a: argparse.Namespace) -> int:
         )
     else:
         print(f"{len(rep.summary['classes'])} classes, flip_safe={rep.summary['flip_safe']}")
+        for line in flip_lines(rep.summary):
+            print(f"  {line}")
         for split, s in rep.summary["splits"].items():
             print(
                 f"  {split}: {s['samples']} samples in {s['shards']} shards, "

@@ -23,6 +23,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="vivit train",
         description="Train ViViT-FE (full fine-tuning or frozen spatial) on DeepSpeed.",
+        epilog="Config keys with type, default and meaning: `vivit config [PREFIX]`; "
+        "the resolved config: `vivit config --show CONFIG.yaml [key=value ...]`.",
     )
     parser.add_argument("config", help="experiment YAML (e.g. configs/tiny.yaml)")
     parser.add_argument(

@@ -1,0 +1,1 @@
+"""DeepSpeed JSONs shipped with the package (found by `core.shipped`, not imported as code)."""
