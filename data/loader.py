@@ -465,14 +465,16 @@ def ensure_dataset(cfg: DataConfig, seed: int) -> Path:
         raise FileNotFoundError(
             f"no {MANIFEST} in {root}: build shards with `vivit shards build` or set data.synthetic=true"
         )
-    from data.synthetic import make_synthetic
+    from data.synthetic import check_synthetic_target, make_synthetic
 
+    check_synthetic_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / f".{root.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / MANIFEST).is_file():
             return root
+        check_synthetic_target(root)
         tmp = root.parent / f".{root.name}.building-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         make_synthetic(
