@@ -60,7 +60,8 @@ def test_out_of_range_labels_do_not_stop_training(tmp_path: Path) -> None:
     for i in (1, 5):
         bad[i][1]["cls"] = b"999"
     bad[3][1]["cls"] = b"-1"
-    root = write_shard_set(tmp_path / "d", {"train": [bad], "val": [_records(4, "v")]}, CLASSES)
+    splits = {"train": [bad], "val": [_records(4, "v")]}
+    root = write_shard_set(tmp_path / "d", splits, CLASSES, flip_safe=False)
     summary = _run(root, tmp_path / "run", "train.steps=3")
     assert summary["steps"] == 3 and summary["bad_label_skipped"] >= 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["bad_label_skipped"] >= 1
