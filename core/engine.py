@@ -207,6 +207,8 @@ def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
     with torch.serialization.safe_globals(_state_classes()):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
+        except OSError:
+            raise
         except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError...
             found = re.search(r"Unsupported global: GLOBAL \S+", str(exc))
             why = found.group(0) if found else f"{type(exc).__name__}: {exc}"
