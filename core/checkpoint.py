@@ -4,15 +4,20 @@ Layout of `<run>/checkpoints/step_0000100/`:
   ds/…                 DeepSpeed engine state (optimizer, scheduler, per-rank ZeRO shards) for resume
   model.safetensors    fp32 weights of the trained parts, ViViTFE key names (frozen mode:
                        `temporal_head.*` only — the frozen spatial weights are referenced, not copied)
-  rng_rank{R}.pt       each rank's RNG states, so a resumed run continues bit-for-bit
-  meta.json            step, mode, spatial weights path + sha256, config; written last
+  rng_rank{R}.json     each rank's RNG states (plain JSON), so a resumed run continues bit-for-bit
+  meta.json            step, mode, spatial weights path + sha256, config
+  sha256.json          digest of every file above (`core.ckpt_manifest`); written last
 Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
 leaves only a `.tmp` folder that `resume=auto` ignores.
+
+Loading never executes code from the checkpoint: resume first checks every file against
+`sha256.json`, then reads JSON, and DeepSpeed's torch files with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -23,9 +28,10 @@ import torch
 from safetensors.torch import save_file
 
 from core import engine as ds_engine
-from core.init import find_checkpoint
+from core.ckpt_manifest import CheckpointError, verify_manifest, write_manifest
+from core.init import META_FILE, STEP_PREFIX, WEIGHTS_FILE, find_checkpoint
 
-STEP_PREFIX = "step_"
+log = logging.getLogger(__name__)
 
 
 def checkpoint_name(step: int) -> str:
@@ -45,14 +51,13 @@ def save_checkpoint(
     ds_engine.barrier()
     engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
     weights = ds_engine.trainable_state_dict(engine)
-    torch.save(_rng_state(), tmp / f"rng_rank{rank}.pt")
+    (tmp / _rng_file(rank)).write_text(json.dumps(_rng_state()))
     ds_engine.barrier()
     if rank == 0:
         prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
-        save_file(
-            {prefix + k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors")
-        )
-        (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+        save_file({prefix + k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+        write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -62,16 +67,24 @@ def save_checkpoint(
 
 
 def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
-    """Restore engine state and this rank's RNG from a checkpoint; returns its step."""
+    """Restore engine state and this rank's RNG from a checkpoint; returns its step.
+
+    Every file is checked against `sha256.json` first; nothing read can execute code.
+    """
     path = find_checkpoint(path)
-    meta = json.loads((path / "meta.json").read_text())
-    load_path, _ = engine.load_checkpoint(str(path), tag="ds")
-    if load_path is None:
-        raise FileNotFoundError(f"checkpoint {path}: no DeepSpeed state under {path / 'ds'}")
-    rng_file = path / f"rng_rank{rank}.pt"
+    verify_manifest(path)
+    meta_file = path / META_FILE
+    try:
+        step = int(json.loads(meta_file.read_text())["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_file}: no valid step ({type(exc).__name__}: {exc})") from None
+    ds_engine.load_engine_state(engine, path, tag="ds")
+    rng_file = path / _rng_file(rank)
     if rng_file.is_file():
-        _set_rng_state(torch.load(rng_file, weights_only=False))
-    return int(meta["step"])
+        _set_rng_state(rng_file)
+    else:
+        log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_file)
+    return step
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -88,20 +101,62 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.json"
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
+    """Python, NumPy, torch (and CUDA) RNG states as plain JSON: no pickle anywhere."""
+    version, mt, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss},
+        "numpy": {
+            "name": name,
+            "key": key.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state().tolist(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
+        state["cuda"] = torch.cuda.get_rng_state().tolist()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def _set_rng_state(path: Path) -> None:
+    try:
+        state = json.loads(path.read_text())
+        py, npy = state["python"], state["numpy"]
+        gauss = py["gauss_next"]
+        random.setstate(
+            (
+                int(py["version"]),
+                tuple(int(x) for x in py["state"]),
+                None if gauss is None else float(gauss),
+            )
+        )
+        np.random.set_state(
+            (
+                str(npy["name"]),
+                np.asarray(npy["key"], dtype=np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached_gaussian"]),
+            )
+        )
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
+        raise CheckpointError(
+            f"{path}: not a valid RNG state ({type(exc).__name__}: {exc})"
+        ) from None

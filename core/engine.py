@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from core.ckpt_manifest import CheckpointError
 from core.optim import OptimConfig
 from core.shipped import DS_CONFIGS, shipped_names, shipped_path
 
@@ -186,6 +188,53 @@ def trainable_state_dict(engine: Any) -> dict[str, torch.Tensor]:
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
     return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _state_classes() -> list[type]:
+    """The DeepSpeed classes its state files hold besides tensors and plain data (a loss
+    scaler, the ZeRO stage enum, a fragment address): the only globals a resume may build."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_torch_load(path: str | Path, map_location: Any = None) -> Any:
+    """`torch.load(weights_only=True)`: tensors, plain data and `_state_classes()`, never code."""
+    with torch.serialization.safe_globals(_state_classes()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except OSError:
+            raise
+        except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError...
+            found = re.search(r"Unsupported global: GLOBAL \S+", str(exc))
+            why = found.group(0) if found else f"{type(exc).__name__}: {exc}"
+            raise CheckpointError(
+                f"{path}: refusing to load it: not a plain weights/state file ({why})"
+            ) from None
+
+
+def load_engine_state(engine: Any, path: Path, tag: str) -> None:
+    """`engine.load_checkpoint(path, tag)` with every file DeepSpeed reads loaded weights-only.
+
+    DeepSpeed 0.19 reads its state through `engine.checkpoint_engine.load`, which calls
+    `torch.load(weights_only=False)`; for the duration of the load that method is shadowed by
+    `safe_torch_load`. Universal checkpoints bypass it, so they are refused.
+    """
+    if engine.load_universal_checkpoint():
+        raise CheckpointError(
+            "DeepSpeed universal checkpoints are read with torch.load(weights_only=False) "
+            "inside DeepSpeed: not supported for resume"
+        )
+    reader = engine.checkpoint_engine
+    reader.load = safe_torch_load  # instance attribute shadows the class's method
+    try:
+        load_path, _ = engine.load_checkpoint(str(path), tag=tag)
+    finally:
+        del reader.load
+    if load_path is None:
+        raise CheckpointError(f"checkpoint {path}: no DeepSpeed state under {path / tag}")
 
 
 def barrier() -> None:

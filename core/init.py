@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
+from core.ckpt_manifest import MANIFEST_FILE, verify_manifest
 from core.spatial import file_sha256, load_spatial_weights, load_vit_state
 from core.temporal import TemporalConfig, resize_temporal_pos
 
@@ -63,13 +64,19 @@ def find_checkpoint(path: str | Path) -> Path:
 def read_checkpoint_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(state dict, meta) of the checkpoint `find_checkpoint(path)` picks."""
     ckpt = find_checkpoint(path)
+    if (ckpt / MANIFEST_FILE).is_file():  # copies of just these two files carry no manifest
+        verify_manifest(ckpt, only=(META_FILE, WEIGHTS_FILE))
     try:
         meta = json.loads((ckpt / META_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{ckpt / META_FILE}: invalid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{ckpt / META_FILE}: invalid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{ckpt / META_FILE}: expected a JSON object, got {type(meta).__name__}")
-    return load_safetensors(str(ckpt / WEIGHTS_FILE), device="cpu"), meta
+    try:
+        weights = load_safetensors(str(ckpt / WEIGHTS_FILE), device="cpu")
+    except Exception as exc:  # SafetensorError has no file name in it
+        raise ValueError(f"{ckpt / WEIGHTS_FILE}: not a safetensors file ({exc})") from None
+    return weights, meta
 
 
 def copy_image_blocks(model: ViViTFE) -> None:

@@ -142,6 +142,7 @@ class Trainer:
 def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     """A whole `vivit train` run: data, model, steps, eval, checkpoints, run directory, MLflow."""
     from data.loader import ensure_dataset, open_train_batches, read_manifest
+    from data.manifest import require_splits
 
     wall_start = time.perf_counter()
     rank, world = ds_engine.init_distributed()
@@ -152,6 +153,11 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
         dump_yaml(cfg, run_dir / "config.yaml")
     ds_engine.barrier()
     manifest = read_manifest(cfg.data.root)
+    require_splits(
+        manifest,
+        cfg.data.root,
+        {"data.train_split": cfg.data.train_split, "data.val_split": cfg.data.val_split},
+    )
     num_classes = len(manifest["classes"])
     trainer = Trainer(cfg, num_classes)
     data_kw = _data_kwargs(cfg, trainer)
@@ -178,11 +184,11 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     status = "FAILED"
     try:
         step_times, result = _train_loop(cfg, trainer, train_batches, start_step, metrics, tracker)
+        if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
+            _save(cfg, trainer, run_dir, rank)  # before the eval: a failing eval loses nothing
         eval_result = _evaluate(cfg, trainer, data_kw)
         metrics.write({"step": trainer.step, "event": "eval", **eval_result})
         tracker.log_metrics(eval_result, step=trainer.step)
-        if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
-            _save(cfg, trainer, run_dir, rank)
         clips_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
         median = statistics.median(step_times) if step_times else float("nan")
         summary = {

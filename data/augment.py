@@ -1,7 +1,10 @@
 """Spatial views as crop boxes, shared by the DALI and PyAV paths so both see the same views.
 
-A box is `(y0, x0, y1, x1)` in source pixels; `x0 > x1` means "mirror horizontally", which is
-how DALI's `resize` ROI expresses a flip, so DALI does crop + flip + resize in one operator.
+A box is `(y0, x0, y1, x1)` as fractions (0..1) of the frame's height and width; `x0 > x1`
+means "mirror horizontally", which is how DALI's `resize` ROI expresses a flip, so DALI does
+crop + flip + resize in one operator. Boxes are relative so the decoders apply them to the frame
+they actually decoded: metadata sizes only shape the crop's aspect ratio, and a record whose
+metadata disagrees with its video cannot send a decoder outside the frame.
 """
 
 from __future__ import annotations
@@ -22,7 +25,23 @@ def random_resized_crop(
     rng: np.random.Generator,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> Box:
-    """Inception-style crop: area fraction in [min_scale, 1], log-uniform aspect ratio."""
+    """Inception-style crop: area fraction in [min_scale, 1], log-uniform aspect ratio (in the
+    pixels of a `height`×`width` frame), returned relative to that frame."""
+    return _relative(_pixel_crop(height, width, min_scale, rng, ratio), height, width)
+
+
+def _relative(box: Box, height: int, width: int) -> Box:
+    y0, x0, y1, x1 = box
+    return (y0 / height, x0 / width, y1 / height, x1 / width)
+
+
+def _pixel_crop(
+    height: int,
+    width: int,
+    min_scale: float,
+    rng: np.random.Generator,
+    ratio: tuple[float, float],
+) -> Box:
     area = height * width
     for _ in range(10):
         target = area * rng.uniform(min_scale, 1.0)
@@ -39,11 +58,15 @@ def random_resized_crop(
 
 
 def eval_boxes(height: int, width: int, crops: int) -> list[Box]:
-    """Resize-short-side + centre crop (or 3 crops along the long side), as source-pixel squares."""
+    """Resize-short-side + centre crop (or 3 crops along the long side): squares in the pixels
+    of a `height`×`width` frame, returned relative to it."""
     side = min(height, width)
     slack_y, slack_x = height - side, width - side
     fractions = [0.5] if crops == 1 else [0.0, 0.5, 1.0]
-    return [(slack_y * f, slack_x * f, slack_y * f + side, slack_x * f + side) for f in fractions]
+    return [
+        _relative((slack_y * f, slack_x * f, slack_y * f + side, slack_x * f + side), height, width)
+        for f in fractions
+    ]
 
 
 def mirror(box: Box) -> Box:
@@ -54,11 +77,13 @@ def mirror(box: Box) -> Box:
 def crop_resize_normalise(
     frames: torch.Tensor, box: Box, size: int, mean: torch.Tensor, std: torch.Tensor
 ) -> torch.Tensor:
-    """uint8 `T×H×W×C` -> normalised float `T×C×size×size` (the PyAV path's version of DALI's ops)."""
-    y0, x0, y1, x1 = box
+    """uint8 `T×H×W×C` -> normalised float `T×C×size×size` (the PyAV path's version of DALI's ops);
+    the relative box is scaled to the decoded frames' own size."""
+    h, w = frames.shape[1:3]
+    y0, x0, y1, x1 = (min(max(float(v), 0.0), 1.0) for v in box)
+    y0, y1, x0, x1 = y0 * h, y1 * h, x0 * w, x1 * w
     flip = x0 > x1
     xa, xb = (x1, x0) if flip else (x0, x1)
-    h, w = frames.shape[1:3]
     ys, ye = int(math.floor(y0)), min(h, max(int(math.ceil(y1)), int(math.floor(y0)) + 1))
     xs, xe = int(math.floor(xa)), min(w, max(int(math.ceil(xb)), int(math.floor(xa)) + 1))
     clip = frames[:, ys:ye, xs:xe].permute(0, 3, 1, 2).float()

@@ -2,7 +2,8 @@
 
 Bytes, INT32 frame indices and the ROI arrive through `external_source`, so the sampling and
 augmentation policy stays in Python (shared with the PyAV path) and DALI does the heavy
-work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize, normalise.
+work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize, normalise. The ROI is
+relative to the decoded frame (`data.augment`), so metadata sizes never reach DALI.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class DaliClipDecoder:
                 size=[self.size, self.size],
                 roi_start=roi_start,
                 roi_end=roi_end,
+                roi_relative=True,  # of the decoded frame: metadata sizes are never trusted
                 antialias=True,
             )
             return fn.crop_mirror_normalize(
@@ -94,8 +96,9 @@ class DaliClipDecoder:
         p = self._pipe
         p.feed_input("encoded", [np.frombuffer(b, dtype=np.uint8) for b, _, _ in items])
         p.feed_input("frames", [np.asarray(i, dtype=np.int32) for _, i, _ in items])
-        p.feed_input("roi_start", [np.array(box[:2], np.float32) for _, _, box in items])
-        p.feed_input("roi_end", [np.array(box[2:], np.float32) for _, _, box in items])
+        boxes = [np.clip(np.asarray(box, np.float32), 0.0, 1.0) for _, _, box in items]
+        p.feed_input("roi_start", [box[:2] for box in boxes])
+        p.feed_input("roi_end", [box[2:] for box in boxes])
         (out,) = p.run()
         if self.gpu:
             return torch.from_dlpack(out.as_tensor()).clone()

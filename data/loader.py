@@ -16,7 +16,6 @@ list is complete, which a user-built manifest cannot promise.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -32,7 +31,9 @@ from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
 from data.manifest import MANIFEST, VIDEO_EXTS, read_manifest, split_shards
 from data.pyav_decode import decode_frames
+from data.records import BadRecord, record_label, record_meta
 from data.sampling import eval_indices, train_indices
+from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
 __all__ = [
@@ -78,8 +79,10 @@ class _ClipJobs(torch.utils.data.IterableDataset):
         dali_codecs: frozenset[str] | None,
         seed: int,
         start_step: int,
+        num_classes: int,
     ):
         self.stream, self.train = stream, train
+        self.num_classes = num_classes
         self.frames, self.sampling, self.stride, self.size = frames, sampling, stride, size
         self.mean, self.std, self.min_scale = mean, std, min_scale
         self.may_flip, self.flip_label = flip
@@ -88,7 +91,7 @@ class _ClipJobs(torch.utils.data.IterableDataset):
         self.seed, self.start_step = seed, start_step
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
-        n, h, w = int(meta["frames"]), int(meta["height"]), int(meta["width"])
+        n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
         if self.train:
             idx = train_indices(n, self.frames, self.sampling, self.stride, rng)
             box = random_resized_crop(h, w, self.min_scale, rng)
@@ -104,8 +107,8 @@ class _ClipJobs(torch.utils.data.IterableDataset):
 
     def _job(self, sample: dict, rng: np.random.Generator) -> dict:
         ext = next(e for e in VIDEO_EXTS if e in sample)
-        label = int(sample["cls"])
-        meta = json.loads(sample["json"])
+        label = record_label(sample["cls"], self.num_classes)
+        meta = record_meta(sample["json"])
         views, label = self._views(meta, rng, label)
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
@@ -137,6 +140,9 @@ class _ClipJobs(torch.utils.data.IterableDataset):
                 continue
             try:
                 yield self._job(sample, rng)
+            except BadRecord as e:
+                where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+                yield {"__bad__": e.kind, "detail": f"record {where}: {e}"}
             except Exception as e:  # a bad record is skipped and counted, never a crash
                 log.debug("skipping record %s: %s", sample.get("__key__"), e)
                 yield {"__corrupt__": 1}
@@ -153,10 +159,23 @@ class _Batcher:
         device: torch.device,
         dtype: torch.dtype,
         counters: dict,
+        max_skipped: int,
     ):
         self.loader, self.decoder, self.batch_size = loader, decoder, batch_size
         self.device, self.dtype, self.counters = device, dtype, counters
+        self.max_skipped = max_skipped
         self._warned = False
+        self._since_good = 0  # records skipped since the last usable one
+
+    def _skipped(self, n: int) -> None:
+        """Count `n` unusable records; an endless stream of nothing else is an error, not a hang."""
+        self._since_good += n
+        if self._since_good > self.max_skipped:
+            counts = {k: v for k, v in self.counters.items() if k.endswith("_skipped")}
+            raise RuntimeError(
+                f"no usable record in the last {self._since_good} read ({counts}): "
+                "the split is corrupt or mislabelled (the first bad record is logged above)"
+            )
 
     def _decode(self, jobs: list[dict]) -> list[tuple[torch.Tensor, int]]:
         """(V×T×C×S×S clip, label) for every job that decodes; bad ones are counted."""
@@ -197,10 +216,19 @@ class _Batcher:
                 break
             if "__corrupt__" in job:
                 self.counters["corrupt_skipped"] += int(job["__corrupt__"])
+                self._skipped(int(job["__corrupt__"]))
+                continue
+            if "__bad__" in job:
+                self._count_bad(job["__bad__"], job["detail"])
+                self._skipped(1)
                 continue
             pending.append(job)
             if len(pending) + len(ready) >= self.batch_size:
-                ready += self._decode(pending)
+                decoded = self._decode(pending)
+                if decoded:
+                    self._since_good = 0
+                self._skipped(len(pending) - len(decoded))
+                ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
                 yield self._emit(ready[: self.batch_size], t0)
@@ -211,6 +239,12 @@ class _Batcher:
             yield self._emit(ready[: self.batch_size], t0)
             ready = ready[self.batch_size :]
             t0 = time.perf_counter()
+
+    def _count_bad(self, kind: str, detail: str) -> None:
+        key = f"bad_{kind}_skipped"
+        if not self.counters[key]:
+            log.warning("skipping %s (further ones are only counted: %s)", detail, key)
+        self.counters[key] += 1
 
     def _emit(self, items: list[tuple[torch.Tensor, int]], t0: float):
         self.counters["data_wait_s"] += time.perf_counter() - t0
@@ -255,7 +289,9 @@ class StreamingBatches:
             raise ValueError("data.root is not set")
         self.cfg, self.root = cfg, Path(cfg.root)
         self.manifest = read_manifest(self.root)
-        self.shards = split_shards(self.manifest, self.root, split)
+        self.shards = shards_with_samples(
+            split_shards(self.manifest, self.root, split), f"split '{split}' of {self.root}"
+        )
         self.num_classes = len(self.manifest["classes"])
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
@@ -271,7 +307,13 @@ class StreamingBatches:
                 num_threads=max(1, min(4, (os.cpu_count() or 2))),
             )
         self.decoder = self._dali.name if self._dali else "pyav"
-        self.counters = {"corrupt_skipped": 0, "data_wait_s": 0.0, "clips": 0}
+        self.counters = {
+            "corrupt_skipped": 0,
+            "bad_label_skipped": 0,
+            "bad_meta_skipped": 0,
+            "data_wait_s": 0.0,
+            "clips": 0,
+        }
 
     def stats(self) -> dict[str, float]:
         return dict(self.counters)
@@ -291,6 +333,7 @@ class StreamingBatches:
             mean=self.mean,
             std=self.std,
             dali_codecs=self.dali_codecs,
+            num_classes=self.num_classes,
             **job_options,
         )
         return _Batcher(
@@ -300,6 +343,7 @@ class StreamingBatches:
             self.device,
             self.dtype,
             self.counters,
+            max_skipped=max(1000, sum(count for _, count in self.shards)),
         )
 
 
@@ -465,14 +509,16 @@ def ensure_dataset(cfg: DataConfig, seed: int) -> Path:
         raise FileNotFoundError(
             f"no {MANIFEST} in {root}: build shards with `vivit shards build` or set data.synthetic=true"
         )
-    from data.synthetic import make_synthetic
+    from data.synthetic import check_synthetic_target, make_synthetic
 
+    check_synthetic_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / f".{root.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / MANIFEST).is_file():
             return root
+        check_synthetic_target(root)
         tmp = root.parent / f".{root.name}.building-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         make_synthetic(

@@ -52,6 +52,19 @@ def split_shards(manifest: dict, root: str | os.PathLike, split: str) -> list[tu
     return [(str(Path(root) / s["name"]), int(s["count"])) for s in splits[split]["shards"]]
 
 
+def require_splits(manifest: dict, root: str | os.PathLike, splits: dict[str, str]) -> None:
+    """Fail before training when a split the run needs (`{config key: split}`) is absent or empty."""
+    have = manifest["splits"]
+    for key, split in splits.items():
+        shards = have.get(split, {}).get("shards") if isinstance(have.get(split), dict) else None
+        if not shards:
+            state = "has no shards" if split in have else "is not"
+            raise ValueError(
+                f"split '{split}' ({key}) {state} in {Path(root) / MANIFEST} "
+                f"(splits there: {sorted(have)}): build it, or set {key} to one of them"
+            )
+
+
 def empty_manifest(classes: list[str], *, codec: str, flip_safe: bool, build: dict) -> dict:
     return {
         "version": 1,

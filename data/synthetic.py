@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.manifest import empty_manifest, set_split, write_json_atomic
+from data.manifest import MANIFEST, empty_manifest, set_split, write_json_atomic
 from data.shard_writer import ShardWriter
 from data.transcode import encode_frames
 
@@ -262,6 +262,28 @@ def _write_images(
         Image.fromarray(pix).save(out / "images" / split / names[p.obj] / f"{i:06d}.png")
 
 
+def check_synthetic_target(out: str | Path) -> None:
+    """Refuse to write the synthetic set into a non-empty directory that is not one already.
+
+    An interrupted `vivit shards build` leaves `train-000000.tar` and no manifest: writing the
+    synthetic set there would replace the user's shards.
+    """
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        build = json.loads((out / MANIFEST).read_text()).get("build")
+    except (OSError, ValueError, AttributeError):
+        build = None
+    if isinstance(build, dict) and build.get("synthetic") is True:
+        return
+    raise FileExistsError(
+        f"refusing to write the synthetic set into {out}: the directory is not empty and is not "
+        f"a synthetic set (no {MANIFEST} with build.synthetic=true; an interrupted "
+        "`vivit shards build` leaves such a folder). Point it at an empty or new directory."
+    )
+
+
 def make_synthetic(
     out: str | Path,
     clips: int = 512,
@@ -280,6 +302,7 @@ def make_synthetic(
     if codec not in ("vp9", "h264"):
         raise ValueError(f"codec must be vp9 or h264, got '{codec}'")
     out = Path(out)
+    check_synthetic_target(out)
     out.mkdir(parents=True, exist_ok=True)
     names, objects = load_objects(objects_dir)
     workers = workers or min(os.cpu_count() or 1, 4)
@@ -322,7 +345,7 @@ def make_synthetic(
         if image_dir.exists():
             shutil.rmtree(image_dir)
         _write_images(out, split, count if images is None else images, size, seed, names, objects)
-    write_json_atomic(out / "manifest.json", manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     return out
 
 

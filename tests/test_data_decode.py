@@ -35,7 +35,7 @@ def test_dali_cpu_returns_requested_frames_exactly():
     )
     other = [2, 2, 7, 0, 1, 1, 4, 4]
     clips, bad = dec.decode(
-        [(data, np.array(REQUEST), (0, 0, 32, 32)), (data, np.array(other), (0, 0, 32, 32))]
+        [(data, np.array(REQUEST), (0, 0, 1, 1)), (data, np.array(other), (0, 0, 1, 1))]
     )
     assert bad == []
     values = (clips[:, :, 0, 16, 16] * 255).round()  # full-frame box: values pass through
@@ -53,7 +53,7 @@ def test_dali_flags_undecodable_clip_and_keeps_the_rest():
         device=torch.device("cpu"),
         num_threads=1,
     )
-    idx, box = np.array([0, 3]), (0, 0, 32, 32)
+    idx, box = np.array([0, 3]), (0, 0, 1, 1)
     clips, bad = dec.decode(
         [(data, idx, box), (b"\x1aE\xdf\xa3garbage" * 8, idx, box), (data, idx, box)]
     )
@@ -68,7 +68,7 @@ def test_dali_and_torch_views_agree():
     data = encode_frames(frames, fps=8, codec="vp9", gop=4, lossless=True)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
     dec = DaliClipDecoder(max_batch=1, size=16, mean=mean, std=std, device=torch.device("cpu"))
-    box = (0.0, 32.0, 32.0, 0.0)  # whole frame, mirrored
+    box = (0.0, 1.0, 1.0, 0.0)  # whole frame, mirrored
     dali, _ = dec.decode([(data, np.array([1, 0]), box)])
     ref = crop_resize_normalise(
         torch.from_numpy(decode_frames(data, [1, 0])),
@@ -90,4 +90,4 @@ def test_sampling_policies():
     assert train_indices(3, 5, "uniform", 1, rng).max() <= 2  # short clip: repeats, no overrun
     views = eval_indices(16, 4, "uniform", 1, 2)
     assert [v.tolist() for v in views] == [[1, 5, 9, 13], [3, 7, 11, 15]]
-    assert len(eval_boxes(24, 40, 3)) == 3 and eval_boxes(24, 40, 1) == [(0.0, 8.0, 24.0, 32.0)]
+    assert len(eval_boxes(24, 40, 3)) == 3 and eval_boxes(24, 40, 1) == [(0.0, 0.2, 1.0, 0.8)]

@@ -112,3 +112,20 @@ def test_objects_dir_supplies_object_classes(tmp_path):
     )
     assert json.loads((out / "manifest.json").read_text())["objects"] == ["apple", "leaf"]
     assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["apple", "leaf"]
+
+
+def test_synthetic_never_writes_into_a_foreign_directory(tmp_path):
+    """An interrupted `shards build` leaves a tar and no manifest: it must stay untouched."""
+    from data.config import DataConfig
+    from data.loader import ensure_dataset
+
+    root = tmp_path / "user-shards"
+    root.mkdir()
+    (root / "train-000000.tar").write_bytes(b"the user's clips")
+    cfg = DataConfig(root=str(root), synthetic=True, synth_clips=4, frames=4)
+    with pytest.raises(FileExistsError, match=str(root)):
+        ensure_dataset(cfg, seed=0)
+    with pytest.raises(FileExistsError, match=str(root)):
+        make_synthetic(root, clips=4, val_clips=2, frames=4, size=16, workers=1)
+    assert (root / "train-000000.tar").read_bytes() == b"the user's clips"
+    assert sorted(p.name for p in root.iterdir()) == ["train-000000.tar"]
