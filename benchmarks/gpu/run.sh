@@ -31,7 +31,9 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TOKENIZERS_PARALLELISM=false
 if [ $DRY = 0 ]; then  # a fresh GPU machine: build DeepSpeed's ops once, for Hopper only
   export TORCH_EXTENSIONS_DIR=$WORK/torch_extensions MAX_JOBS=${MAX_JOBS:-16}
-  export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+  # Set, not defaulted: the image's own list holds '9.0a', which DeepSpeed 0.19.8's JIT builder
+  # cannot parse (ValueError: invalid literal for int() ... '0a').
+  export TORCH_CUDA_ARCH_LIST=9.0
 fi
 export MPLBACKEND=Agg
 echo "vivit GPU check: dry_run=$DRY out=$OUT work=$WORK budget=${BUDGET_S}s commit=$(git rev-parse --short HEAD 2>/dev/null)"
