@@ -28,9 +28,11 @@ class OptimConfig:
     """Cosine floor as a fraction of the peak."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (DeepSpeed `gradient_clipping`)."""
-    impl: str = "deepspeed"
-    """`deepspeed`: DeepSpeed's FusedAdam on a GPU (built with nvcc on first use, then cached);
-    `torch`: `torch.optim.AdamW` (fused kernels on a GPU; nothing to compile)."""
+    impl: str = "torch"
+    """`torch`: `torch.optim.AdamW` under DeepSpeed (fused kernels on a GPU; nothing to compile);
+    `deepspeed`: DeepSpeed's FusedAdam, JIT-built on first use (nvcc on a GPU, a C++ build on a
+    CPU). `torch` is the default: it needs no compiler on the user's nodes, and on the H100 check
+    DeepSpeed's build failed with an arch list holding `9.0a` (benchmarks/results/gpu-check_*)."""
 
     def __post_init__(self) -> None:
         if self.impl not in ("deepspeed", "torch"):

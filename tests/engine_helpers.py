@@ -17,6 +17,9 @@ def tiny_config(*overrides: str) -> ExperimentConfig:
             "optim.warmup_steps=2",
             "train.micro_batch_size=4",
             "data.frames=4",
+            # fp32 everywhere: these tests assert fp32 semantics (e.g. every weight moves after a
+            # few steps, below bf16's resolution); GPU tests ask for `engine.precision=auto`.
+            "engine.precision=fp32",
             *overrides,
         ],
     )

@@ -76,8 +76,8 @@ def test_frozen_mode_learns_temporal_task() -> None:
 
 
 def test_torch_adamw_impl_needs_no_build_and_trains() -> None:
-    """`optim.impl=torch`: DeepSpeed wraps torch's AdamW (no JIT-built op), and it learns."""
-    trainer = tiny_trainer("mode=frozen", "adapter.kind=mlp", "optim.impl=torch")
+    """`optim.impl=torch` (the default): DeepSpeed wraps torch's AdamW (no JIT-built op)."""
+    trainer = tiny_trainer("mode=frozen", "adapter.kind=mlp")
     inner = trainer.engine.optimizer
     inner = getattr(inner, "optimizer", inner)  # ZeRO wraps the basic optimizer
     assert type(inner) is torch.optim.AdamW
