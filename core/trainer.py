@@ -52,6 +52,9 @@ class TrainConfig:
     """Newest checkpoints kept in `out_dir/checkpoints/`; older ones are deleted."""
     progress: bool = True
     """Progress bar on rank 0."""
+    sync_steps: bool = False
+    """Benchmark mode: wait for the device after every step so each step's time is its own.
+    Off, the host queues steps ahead and reads the loss only on logging steps."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -117,17 +120,23 @@ class Trainer:
             return self.engine(tokens)
         return self.engine(frames)
 
-    def train_step(self, frames: torch.Tensor, labels: torch.Tensor) -> float:
-        """One micro-batch; DeepSpeed steps the optimiser at each accumulation boundary."""
+    def train_step(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One micro-batch; DeepSpeed steps the optimiser at each accumulation boundary.
+
+        Returns the loss as a 0-dim tensor on the device: reading it (`float()`) waits for the
+        device, so the training loop does that only on logging steps.
+        """
         self.engine.train()
         logits = self.forward(frames)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        loss = torch.nn.functional.cross_entropy(
+            logits.float(), labels.to(logits.device, non_blocking=True)
+        )
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         if boundary:
             self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def eval_forward(self, frames: torch.Tensor) -> torch.Tensor:
         self.engine.eval()
@@ -181,12 +190,15 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     train_batches = open_train_batches(
         cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
     )
+    evaluator = _Evaluator(cfg, trainer, data_kw)
     status = "FAILED"
     try:
-        step_times, result = _train_loop(cfg, trainer, train_batches, start_step, metrics, tracker)
+        step_times, result = _train_loop(
+            cfg, trainer, train_batches, start_step, metrics, tracker, evaluator
+        )
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             _save(cfg, trainer, run_dir, rank)  # before the eval: a failing eval loses nothing
-        eval_result = _evaluate(cfg, trainer, data_kw)
+        eval_result = evaluator()
         metrics.write({"step": trainer.step, "event": "eval", **eval_result})
         tracker.log_metrics(eval_result, step=trainer.step)
         clips_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
@@ -231,6 +243,7 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
         return summary
     finally:
         train_batches.close()
+        evaluator.close()
         tracker.close(status)
 
 
@@ -241,7 +254,11 @@ def _train_loop(
     start_step: int,
     metrics: MetricsLog,
     tracker: Tracker,
+    evaluator: _Evaluator,
 ) -> tuple[list[float], dict[str, Any]]:
+    """The step loop. The host syncs with the device only on logging steps (reading the loss),
+    unless `train.sync_steps`; step times are then the mean over each logging window, and the
+    time spent in evaluation and checkpoints is left out of them."""
     tc = cfg.train
     run_dir = Path(cfg.out_dir)
     clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
@@ -250,6 +267,8 @@ def _train_loop(
     memory.start()
     step_times: list[float] = []
     train_time = data_wait = 0.0
+    window_loss = torch.zeros((), device=trainer.device)
+    window_steps, window_wait, window_t0 = 0, 0.0, time.perf_counter()
     bar = tqdm(
         total=tc.steps,
         initial=start_step,
@@ -260,31 +279,34 @@ def _train_loop(
     try:
         while trainer.step < tc.steps:
             t0 = time.perf_counter()
-            wait = 0.0
-            losses = []
             for _ in range(tc.grad_accum):
                 w0 = time.perf_counter()
                 frames, labels = next(stream)
-                wait += time.perf_counter() - w0
-                losses.append(trainer.train_step(frames, labels))
-            _sync(trainer.device)
-            dt = time.perf_counter() - t0
-            step_times.append(dt)
-            train_time += dt
-            data_wait += wait
-            loss = sum(losses) / len(losses)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {trainer.step}: stopping")
+                window_wait += time.perf_counter() - w0
+                window_loss += trainer.train_step(frames, labels) / tc.grad_accum
+            window_steps += 1
+            if tc.sync_steps:
+                _sync(trainer.device)
+                step_times.append(time.perf_counter() - t0)
             bar.update(1)
             step = trainer.step
             if step % tc.log_every == 0 or step == tc.steps:
+                loss = float(window_loss) / window_steps  # the host waits for the device here
+                window_s = time.perf_counter() - window_t0
+                dt = window_s / window_steps
+                if not tc.sync_steps:
+                    step_times.append(dt)
+                train_time += window_s
+                data_wait += window_wait
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {step}: stopping")
                 record = {
                     "step": step,
                     "loss": loss,
                     "lr": trainer.lr,
                     "step_time_s": dt,
                     "clips_per_s": clips_per_step / dt,
-                    "data_wait_s": wait,
+                    "data_wait_s": window_wait / window_steps,
                     **{k: v for k, v in source.stats().items() if isinstance(v, (int, float))},
                 }
                 metrics.write(record)
@@ -292,12 +314,16 @@ def _train_loop(
                 bar.set_postfix(
                     loss=f"{loss:.3f}", lr=f"{trainer.lr:.2e}", clips_s=f"{clips_per_step / dt:.1f}"
                 )
+                window_loss.zero_()
+                window_steps, window_wait, window_t0 = 0, 0.0, time.perf_counter()
+            paused = time.perf_counter()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                result = _evaluate(cfg, trainer, _data_kwargs(cfg, trainer))
+                result = evaluator()
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
                 _save(cfg, trainer, run_dir, trainer.rank)
+            window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
     finally:
         bar.close()
         memory.stop()
@@ -323,16 +349,29 @@ def _data_kwargs(cfg: ExperimentConfig, trainer: Trainer) -> dict[str, Any]:
     )
 
 
-def _evaluate(cfg: ExperimentConfig, trainer: Trainer, data_kw: dict[str, Any]) -> dict[str, float]:
-    from data.loader import open_eval_batches
+class _Evaluator:
+    """The run's evaluation: one eval source (DALI pipeline, DataLoader workers) built on first
+    use and iterated again at every evaluation."""
 
-    batches = open_eval_batches(
-        cfg.data,
-        batch_size=cfg.data.eval_batch_size,
-        max_videos=cfg.train.eval_max_videos,
-        **data_kw,
-    )
-    return evaluate(trainer.eval_forward, batches, trainer.device)
+    def __init__(self, cfg: ExperimentConfig, trainer: Trainer, data_kw: dict[str, Any]) -> None:
+        self.cfg, self.trainer, self.data_kw = cfg, trainer, data_kw
+        self._source: Any = None
+
+    def __call__(self) -> dict[str, float]:
+        from data.loader import open_eval_batches
+
+        if self._source is None:
+            self._source = open_eval_batches(
+                self.cfg.data,
+                batch_size=self.cfg.data.eval_batch_size,
+                max_videos=self.cfg.train.eval_max_videos,
+                **self.data_kw,
+            )
+        return evaluate(self.trainer.eval_forward, self._source, self.trainer.device)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
 
 
 def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from data.augment import crop_resize_normalise, eval_boxes, mirror, random_resized_crop
+from data.augment import crop_resize, eval_boxes, mirror, random_resized_crop
+from data.dali_decode import gpu_decodable
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_frames
 from data.records import BadRecord, record_label, record_meta
@@ -24,6 +25,16 @@ from data.sampling import eval_indices, train_indices
 from data.stream import ShardStream
 
 log = logging.getLogger(__name__)
+
+
+def pyav_views(data: bytes, views: list[tuple[np.ndarray, tuple]], size: int) -> torch.Tensor:
+    """Every view of one video decoded with PyAV: uint8 `V×T×C×size×size` (one decode pass)."""
+    decoded = torch.from_numpy(decode_frames(data, np.concatenate([idx for idx, _ in views])))
+    out, start = [], 0
+    for idx, box in views:
+        out.append(crop_resize(decoded[start : start + len(idx)], box, size))
+        start += len(idx)
+    return torch.stack(out)
 
 
 def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
@@ -50,13 +61,12 @@ class ClipJobs(torch.utils.data.IterableDataset):
         sampling: str,
         stride: int,
         size: int,
-        mean: tuple,
-        std: tuple,
         min_scale: float,
         flip: tuple[bool, list[int]],
         eval_clips: int,
         eval_crops: int,
         dali_codecs: frozenset[str] | None,
+        gpu: bool,
         seed: int,
         start_step: int,
         num_classes: int,
@@ -64,10 +74,10 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
         self.frames, self.sampling, self.stride, self.size = frames, sampling, stride, size
-        self.mean, self.std, self.min_scale = mean, std, min_scale
+        self.min_scale = min_scale
         self.may_flip, self.flip_label = flip
         self.eval_clips, self.eval_crops = eval_clips, eval_crops
-        self.dali_codecs = dali_codecs
+        self.dali_codecs, self.gpu = dali_codecs, gpu
         self.seed, self.start_step = seed, start_step
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
@@ -93,19 +103,15 @@ class ClipJobs(torch.utils.data.IterableDataset):
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
-            return {"label": label, "data": data, "views": views}
-        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
-        all_idx = np.concatenate([idx for idx, _ in views])
-        decoded = torch.from_numpy(decode_frames(data, all_idx))
-        clips, t = [], self.frames
-        for v, (_, box) in enumerate(views):
-            clips.append(
-                crop_resize_normalise(decoded[v * t : (v + 1) * t], box, self.size, mean, std)
-            )
+            if not self.gpu or gpu_decodable(codec, meta["width"], meta["height"]):
+                return {"label": label, "data": data, "views": views}
+            fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
+        else:
+            fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
         return {
             "label": label,
-            "frames": torch.stack(clips),
-            "fallback": self.dali_codecs is not None,
+            "frames": pyav_views(data, views, self.size),
+            "fallback": fallback,
         }
 
     def __iter__(self) -> Iterator[dict]:

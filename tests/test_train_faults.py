@@ -82,7 +82,7 @@ def test_final_checkpoint_is_saved_before_the_final_eval(
     def broken_eval(*args, **kwargs):
         raise RuntimeError("eval broke")
 
-    monkeypatch.setattr("core.trainer._evaluate", broken_eval)
+    monkeypatch.setattr("core.trainer._Evaluator.__call__", broken_eval)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="eval broke"):
         _run(clean, out)
