@@ -1,14 +1,7 @@
 """Checkpoints that are never half written: DeepSpeed state + trainable weights + meta.
 
-Layout of `<run>/checkpoints/step_0000100/`:
-  ds/…                 DeepSpeed engine state (optimizer, scheduler, per-rank ZeRO shards) for resume
-  model.safetensors    fp32 weights of the trained parts, ViViTFE key names (frozen mode:
-                       `temporal_head.*` only — the frozen spatial weights are referenced, not copied)
-  rng_rank{R}.json     each rank's RNG states (plain JSON), so a resumed run continues bit-for-bit
-  meta.json            step, mode, spatial weights path + sha256, config
-  sha256.json          digest of every file above (`core.ckpt_manifest`); written last
-Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
-leaves only a `.tmp` folder that `resume=auto` ignores.
+The layout (file names, `.tmp` folders, what `model.safetensors` holds) is owned by
+`core.ckpt_format`; this module writes it and resumes from it.
 
 Loading never executes code from the checkpoint: resume first checks every file against
 `sha256.json`, then reads JSON, and DeepSpeed's torch files with `weights_only=True`.
@@ -28,14 +21,19 @@ import torch
 from safetensors.torch import save_file
 
 from core import engine as ds_engine
+from core.ckpt_format import (
+    DS_TAG,
+    META_FILE,
+    STEP_PREFIX,
+    TMP_SUFFIX,
+    WEIGHTS_FILE,
+    checkpoint_name,
+    find_checkpoint,
+    rng_file,
+)
 from core.ckpt_manifest import CheckpointError, verify_manifest, write_manifest
-from core.init import META_FILE, STEP_PREFIX, WEIGHTS_FILE, find_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:07d}"
 
 
 def save_checkpoint(
@@ -44,14 +42,14 @@ def save_checkpoint(
     """Save on all ranks (collective); rank 0 renames the finished folder into place."""
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
-    tmp = root / (final.name + ".tmp")
+    tmp = root / (final.name + TMP_SUFFIX)
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     ds_engine.barrier()
-    engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
+    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
     weights = ds_engine.trainable_state_dict(engine)
-    (tmp / _rng_file(rank)).write_text(json.dumps(_rng_state()))
+    (tmp / rng_file(rank)).write_text(json.dumps(_rng_state()))
     ds_engine.barrier()
     if rank == 0:
         prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
@@ -78,12 +76,12 @@ def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
         step = int(json.loads(meta_file.read_text())["step"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_file}: no valid step ({type(exc).__name__}: {exc})") from None
-    ds_engine.load_engine_state(engine, path, tag="ds")
-    rng_file = path / _rng_file(rank)
-    if rng_file.is_file():
-        _set_rng_state(rng_file)
+    ds_engine.load_engine_state(engine, path, tag=DS_TAG)
+    rng_path = path / rng_file(rank)
+    if rng_path.is_file():
+        _set_rng_state(rng_path)
     else:
-        log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_file)
+        log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_path)
     return step
 
 
@@ -96,13 +94,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    done = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if not p.name.endswith(".tmp"))
+    done = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if not p.name.endswith(TMP_SUFFIX))
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _rng_file(rank: int) -> str:
-    return f"rng_rank{rank}.json"
 
 
 def _rng_state() -> dict[str, Any]:
