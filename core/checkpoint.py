@@ -9,6 +9,7 @@ Loading never executes code from the checkpoint: resume first checks every file 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import random
@@ -30,38 +31,93 @@ from core.ckpt_format import (
     checkpoint_name,
     find_checkpoint,
     rng_file,
+    stale_tmp_dirs,
 )
 from core.ckpt_manifest import CheckpointError, verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (disk full, permissions...); names the folder and the
+    free space there. The partial save is removed."""
+
+
 def save_checkpoint(
     engine: Any, run_dir: Path, step: int, meta: dict[str, Any], rank: int, keep: int
 ) -> Path:
-    """Save on all ranks (collective); rank 0 renames the finished folder into place."""
+    """Save on all ranks (collective); rank 0 renames the finished folder into place.
+
+    Rank 0 first removes `.tmp` folders left by saves that were killed.
+    """
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
     tmp = root / (final.name + TMP_SUFFIX)
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_tmp(run_dir)
         tmp.mkdir(parents=True)
     ds_engine.barrier()
-    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-    weights = ds_engine.trainable_state_dict(engine)
-    (tmp / rng_file(rank)).write_text(json.dumps(_rng_state()))
-    ds_engine.barrier()
-    if rank == 0:
-        prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
-        save_file({prefix + k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
-        write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        _prune(root, keep)
+    try:
+        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        weights = ds_engine.trainable_state_dict(engine)
+        (tmp / rng_file(rank)).write_text(json.dumps(_rng_state()))
+        ds_engine.barrier()
+        if rank == 0:
+            prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
+            tensors = {prefix + k: v.contiguous() for k, v in weights.items()}
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+            write_manifest(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            _prune(root, keep)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_error(final, exc) from exc
     ds_engine.barrier()
     return final
+
+
+_DISK_FULL_SIGNS = ("No space left", "file write failed", "unexpected pos", "inline_container")
+"""What a full disk looks like inside torch's zip writer, which raises RuntimeError without
+an errno (`[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file
+data/0: file write failed`)."""
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def _save_error(final: Path, exc: BaseException) -> CheckpointSaveError:
+    folder = final.parent
+    free = _free_bytes(folder)
+    room = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    full = getattr(exc, "errno", None) == errno.ENOSPC or any(
+        sign in str(exc) for sign in _DISK_FULL_SIGNS
+    )
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    why = "the disk is full" if full else "the write failed"
+    return CheckpointSaveError(
+        f"saving checkpoint {final.name} into {folder} failed: {why} ({room} free there; "
+        f"{type(exc).__name__}: {cause}). The partial save was removed; free space or point "
+        "out_dir at a larger disk, then rerun with resume=auto"
+    )
+
+
+def remove_stale_tmp(run_dir: Path) -> list[Path]:
+    """Delete `checkpoints/step_*.tmp` folders of killed saves (rank 0, outside a save)."""
+    stale = stale_tmp_dirs(run_dir / "checkpoints")
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s (a checkpoint save that never finished)", folder)
+    return stale
 
 
 def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:

@@ -14,7 +14,13 @@ import torch
 from tqdm import tqdm
 
 from core import engine as ds_engine
-from core.checkpoint import checkpoint_name, latest_checkpoint, resume_checkpoint, save_checkpoint
+from core.checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    remove_stale_tmp,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from core.configtools import dump_yaml, flatten, to_dict
 from core.evaluate import evaluate
 from core.freezing import freeze_spatial, trainable_module
@@ -336,6 +342,8 @@ def _evaluate(cfg: ExperimentConfig, trainer: Trainer, data_kw: dict[str, Any]) 
 
 
 def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:
+    if rank == 0:
+        remove_stale_tmp(run_dir)  # saves that were killed leave only a .tmp folder
     if cfg.resume is None:
         return 0
     if cfg.resume == "auto":
