@@ -44,11 +44,19 @@ class CheckpointSaveError(OSError):
 
 
 def save_checkpoint(
-    engine: Any, run_dir: Path, step: int, meta: dict[str, Any], rank: int, keep: int
+    engine: Any,
+    run_dir: Path,
+    step: int,
+    meta: dict[str, Any],
+    rank: int,
+    keep: int,
+    extra_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save on all ranks (collective); rank 0 renames the finished folder into place.
 
-    Rank 0 first removes `.tmp` folders left by saves that were killed.
+    `extra_weights` (full ViViTFE key names, e.g. a frozen `spatial.*` that exists in no file)
+    go into `model.safetensors` beside the engine's weights. Rank 0 first removes `.tmp`
+    folders left by saves that were killed.
     """
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
@@ -65,6 +73,9 @@ def save_checkpoint(
         if rank == 0:
             prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
             tensors = {prefix + k: v.contiguous() for k, v in weights.items()}
+            tensors.update(
+                {k: v.detach().float().cpu().contiguous() for k, v in (extra_weights or {}).items()}
+            )
             save_file(tensors, str(tmp / WEIGHTS_FILE))
             (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
             write_manifest(tmp)

@@ -372,8 +372,20 @@ def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> 
             "sha256": file_sha256(cfg.spatial.weights),
         }
     meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg)}
+    spatial_state = None
+    if cfg.mode == "frozen" and not cfg.spatial.weights:
+        # A backbone from a random init exists in no file: the checkpoint carries it, so that
+        # `vivit eval` (or a later stage) rebuilds exactly the model that was trained.
+        vit = trainer.model.spatial.vit.state_dict()
+        spatial_state = {f"spatial.vit.{k}": v for k, v in vit.items()}
     return save_checkpoint(
-        trainer.engine, run_dir, trainer.step, meta, rank, cfg.train.keep_checkpoints
+        trainer.engine,
+        run_dir,
+        trainer.step,
+        meta,
+        rank,
+        cfg.train.keep_checkpoints,
+        extra_weights=spatial_state,
     )
 
 
