@@ -41,7 +41,7 @@ class TrainConfig:
     """Step budget, batch sizes and logging cadence."""
 
     steps: int = 1000
-    """Optimiser steps."""
+    """Optimiser steps (>= 1; `vivit eval` scores a checkpoint without training)."""
     micro_batch_size: int = 8
     """Clips per rank per forward (DeepSpeed `train_micro_batch_size_per_gpu`)."""
     grad_accum: int = 1
@@ -60,8 +60,11 @@ class TrainConfig:
     """Progress bar on rank 0."""
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
+        if self.steps < 1:
+            raise ValueError(
+                f"train.steps must be >= 1, got {self.steps} (to score a checkpoint without "
+                "training: vivit eval CONFIG.yaml checkpoint=DIR)"
+            )
         if self.micro_batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.micro_batch_size and train.grad_accum must be >= 1")
         if self.keep_checkpoints < 1:

@@ -66,3 +66,14 @@ def test_missing_checkpoint_for_eval(tmp_path: Path, capsys) -> None:
         ["configs/tiny.yaml", f"checkpoint={tmp_path / 'nope'}", f"data.root={root}", *TINY]
     )
     _one_line_error(capsys, code, "no complete checkpoint", str(tmp_path / "nope"))
+
+
+def test_zero_steps_is_refused(tmp_path: Path, capsys) -> None:
+    """`train.steps=0` used to train nothing and print NaN in its JSON line."""
+    root = write_shard_set(tmp_path / "d", {"train": [_records(2)], "val": [_records(2)]}, CLASSES)
+    code = train_cli.main(
+        ["configs/tiny.yaml", f"data.root={root}", f"out_dir={tmp_path / 'run'}", "train.steps=0"]
+        + list(TINY)
+    )
+    _one_line_error(capsys, code, "train.steps must be >= 1, got 0", "vivit eval")
+    assert not (tmp_path / "run").exists()
