@@ -137,21 +137,31 @@ def _inspect(a: argparse.Namespace) -> int:
             print(f"  decode failure: {f}")
         for p in rep.problems:
             print(f"  PROBLEM: {p}")
+    if not rep.ok:
+        print(
+            f"vivit shards inspect: {len(rep.problems)} problem(s), "
+            f"{len(rep.decode_failures)} decode failure(s) in {a.dir}",
+            file=sys.stderr,
+        )
     return 0 if rep.ok else 1
 
 
 def _synth(a: argparse.Namespace) -> int:
     val = a.val_clips if a.val_clips is not None else max(1, a.clips // 4)
-    out = make_synthetic(
-        a.out,
-        clips=a.clips,
-        val_clips=val,
-        frames=a.frames,
-        size=a.size,
-        seed=a.seed,
-        codec=a.codec,
-        objects_dir=a.objects,
-    )
+    try:
+        out = make_synthetic(
+            a.out,
+            clips=a.clips,
+            val_clips=val,
+            frames=a.frames,
+            size=a.size,
+            seed=a.seed,
+            codec=a.codec,
+            objects_dir=a.objects,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"vivit shards synth: {e}", file=sys.stderr)
+        return 2
     print(f"synthetic set: {a.clips} train + {val} val clips of {a.frames}x{a.size}px -> {out}")
     return 0
 
