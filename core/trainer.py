@@ -238,6 +238,9 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             tracker.log_artifact(run_dir / "config.yaml")
         status = "FINISHED"
         return summary
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via `vivit train`
+        status = "KILLED"
+        raise
     finally:
         train_batches.close()
         tracker.close(status)

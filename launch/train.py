@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -39,7 +40,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging()
-    return run_reported("vivit train", lambda: _train(args))
+    # SIGTERM (a scheduler's stop, the deepspeed launcher stopping its ranks) unwinds the run
+    # like Ctrl-C: the MLflow run is ended as KILLED and the process exits 143.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run_reported("vivit train", lambda: _train(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _train(args: argparse.Namespace) -> int:
