@@ -30,10 +30,12 @@ from core.ckpt_format import (
     WEIGHTS_FILE,
     checkpoint_name,
     find_checkpoint,
+    read_meta,
     rng_file,
     stale_tmp_dirs,
 )
 from core.ckpt_manifest import CheckpointError, verify_manifest, write_manifest
+from core.configtools import ConfigError, flatten
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,70 @@ def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
     else:
         log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_path)
     return step
+
+
+RESUME_MAY_CHANGE = (
+    "out_dir",
+    "resume",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_max_videos",
+    "train.ckpt_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "data.root",
+    "data.synthetic",
+    "data.synth_clips",
+    "data.synth_size",
+    "data.workers",
+    "data.decoder",
+    "data.val_split",
+    "data.eval_clips",
+    "data.eval_crops",
+    "data.eval_batch_size",
+    "tracking.",
+)
+"""Config keys (or `prefix.`es) a resumed run may change: where things are, how long to train,
+how often to log, evaluate and save, and tracking. Any other difference (model, data sampling,
+optimiser, precision, seed, batch) makes a different experiment, so the resume is refused."""
+
+
+def resume_target(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint `resume` (`auto`, a path, or None) points at, or None for a fresh start."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    return find_checkpoint(resume)
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE)
+
+
+def check_resume_config(config: dict[str, Any], ckpt: Path | None) -> None:
+    """Raise `ConfigError` when `config` differs from the one `ckpt` was trained with in a key
+    outside `RESUME_MAY_CHANGE` (call before anything is written to the run directory)."""
+    if ckpt is None:
+        return
+    saved = read_meta(ckpt).get("config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint saved without its config: nothing to compare
+    old = flatten(json.loads(json.dumps(saved, default=str)))
+    new = flatten(json.loads(json.dumps(config, default=str)))
+    missing = object()
+    changed = [
+        f"{key} {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+        for key in sorted(set(old) | set(new))
+        if not _may_change(key) and old.get(key, missing) != new.get(key, missing)
+    ]
+    if changed:
+        raise ConfigError(
+            f"resume from {ckpt} refused: the config differs from the one it was trained with: "
+            f"{', '.join(changed)}. Keep those values to continue this run, or start another "
+            "(a new out_dir, or resume=none to start over here)"
+        )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

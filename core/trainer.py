@@ -15,10 +15,12 @@ from tqdm import tqdm
 
 from core import engine as ds_engine
 from core.checkpoint import (
+    check_resume_config,
     checkpoint_name,
     latest_checkpoint,
     remove_stale_tmp,
     resume_checkpoint,
+    resume_target,
     save_checkpoint,
 )
 from core.configtools import dump_yaml, flatten, to_dict
@@ -156,6 +158,8 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     wall_start = time.perf_counter()
     rank, world = ds_engine.init_distributed()
     run_dir = Path(cfg.out_dir)
+    # before config.yaml is written: a refused resume leaves the run directory as it was
+    check_resume_config(to_dict(cfg), resume_target(cfg.resume, run_dir))
     if rank == 0:
         ensure_dataset(cfg.data, cfg.seed)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
-"""A run's life outside the step loop: SIGTERM ends the MLflow run as KILLED."""
+"""A run's life outside the step loop: SIGTERM ends the MLflow run as KILLED; a resume refused
+for a changed config leaves the run directory's config.yaml as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.data_helpers import write_shard_set
-from tests.test_train_faults import CLASSES, _records
+from tests.test_train_faults import CLASSES, _records, _run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,3 +74,27 @@ def test_sigterm_ends_the_mlflow_run_as_killed(shards: Path, tmp_path: Path) -> 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = (out / "mlflow_run_id").read_text().strip()
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_resume_refused_for_changed_config_keeps_config_yaml(shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(shards, out, "train.steps=2")
+    before = (out / "config.yaml").read_text()
+    from core.configtools import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _run(shards, out, "train.steps=4", "adapter.kind=mlp", "optim.lr=0.01")
+    text = str(err.value)
+    assert "adapter.kind" in text and "'attn' -> 'mlp'" in text and "optim.lr" in text
+    assert "resume=none" in text and str(out) in text
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_resume_with_operational_changes_continues(shards: Path, tmp_path: Path) -> None:
+    """More steps, other logging or tracking settings are not a changed experiment."""
+    out = tmp_path / "run"
+    _run(shards, out, "train.steps=2")
+    summary = _run(shards, out, "train.steps=3", "train.log_every=2", "data.workers=1")
+    assert summary["steps"] == 3
+    assert "steps: 3" in (out / "config.yaml").read_text()
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
