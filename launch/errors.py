@@ -1,8 +1,8 @@
 """One-line errors for `vivit train` and `vivit eval`: no traceback for what the user can fix.
 
-A wrong config, a missing file (shard manifest, spatial weights, checkpoint), a checkpoint
-refused as unsafe or altered, or a class set that does not match print `vivit CMD: message`
-and exit 2; a checkpoint that cannot be written (a full disk) prints one line and exits 1.
+A wrong config, a missing or unreadable file (shard manifest, spatial weights, checkpoint),
+a checkpoint refused as unsafe or altered, or a class set that does not match print
+`vivit CMD: message` and exit 2; a checkpoint that cannot be written (a full disk) prints one line and exits 1.
 Anything else is a bug and keeps its traceback. `VIVIT_TRACEBACK=1` shows it for all.
 """
 
@@ -22,8 +22,19 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from core.ckpt_manifest import CheckpointError
     from core.configtools import ConfigError
     from core.evaluation_run import ClassSetError
+    from core.spatial import WeightsError
+    from data.manifest import ManifestError
 
-    return (ConfigError, CheckpointError, ClassSetError, FileNotFoundError)
+    return (
+        ConfigError,
+        CheckpointError,
+        ClassSetError,
+        WeightsError,
+        ManifestError,
+        FileNotFoundError,  # a manifest, weights file or checkpoint that is not there
+        FileExistsError,  # out_dir is a file; a synthetic set into a foreign directory
+        NotADirectoryError,
+    )
 
 
 def run_reported(prog: str, body: Callable[[], int]) -> int:

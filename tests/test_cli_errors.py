@@ -77,3 +77,35 @@ def test_zero_steps_is_refused(tmp_path: Path, capsys) -> None:
     )
     _one_line_error(capsys, code, "train.steps must be >= 1, got 0", "vivit eval")
     assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_weights_file(tmp_path: Path, capsys) -> None:
+    root = write_shard_set(tmp_path / "d", {"train": [_records(2)], "val": [_records(2)]}, CLASSES)
+    junk = tmp_path / "vit.safetensors"
+    junk.write_text("not a weights file")
+    args = ["configs/tiny.yaml", f"data.root={root}", f"out_dir={tmp_path / 'run'}"]
+    code = train_cli.main([*args, f"spatial.weights={junk}", *TINY])
+    _one_line_error(capsys, code, "not a readable weights file", str(junk))
+
+
+def test_invalid_manifest_json(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "manifest.json").write_text('{"classes": ["a", "b"], "splits": {')
+    code = train_cli.main(
+        ["configs/tiny.yaml", f"data.root={root}", f"out_dir={tmp_path / 'run'}", *TINY]
+    )
+    _one_line_error(capsys, code, "manifest.json: not valid JSON")
+
+
+def test_out_dir_is_a_file(tmp_path: Path, capsys) -> None:
+    root = write_shard_set(tmp_path / "d", {"train": [_records(2)], "val": [_records(2)]}, CLASSES)
+    blocker = tmp_path / "run"
+    blocker.write_text("a file")
+    code = train_cli.main(["configs/tiny.yaml", f"data.root={root}", f"out_dir={blocker}", *TINY])
+    _one_line_error(capsys, code, str(blocker))
+
+
+def test_malformed_override_value(capsys) -> None:
+    code = train_cli.main(["configs/tiny.yaml", "optim.betas=[0.9,", *TINY])
+    _one_line_error(capsys, code, "optim.betas=[0.9,", "not valid YAML")
