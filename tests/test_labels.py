@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data.inspect import inspect_shards
+from data.jobs import ClipJobs, flip_policy
 from data.labels import (
     LabelFileError,
     direction_classes,
@@ -17,7 +18,6 @@ from data.labels import (
     parse_flip_pairs,
     read_labels,
 )
-from data.loader import _ClipJobs, flip_policy
 from launch.shards import main as shards_main
 from tests.data_helpers import index_frames, write_video
 
@@ -181,7 +181,7 @@ def test_a_flipped_clip_is_relabelled_where_the_flip_is_decided(motion_shards):
     seen = set()
     for _ in range(64):
         for label in range(len(MOTION)):
-            [(_, (_, x0, _, x1))], new = _ClipJobs._views(jobs, meta, rng, label)
+            [(_, (_, x0, _, x1))], new = ClipJobs._views(jobs, meta, rng, label)
             mirrored = x0 > x1
             assert new == (flip_label[label] if mirrored else label)
             seen.add(mirrored)

@@ -1,0 +1,128 @@
+"""Worker side of the input pipeline: a WebDataset record -> label + views (frame indices and a
+crop box each) + the encoded bytes for DALI, or the views decoded by PyAV right here.
+
+Flip policy (`DataConfig.flip`): `never` - no flips; `auto` - flip only when the manifest says
+the class set is `flip_safe` (the synthetic set is not: its left/right classes would swap);
+`always` - flip, and relabel through the manifest's `flip_pairs` so a flipped "moves left"
+is trained as "moves right". `auto` never relabels: relabelling is only correct when the pair
+list is complete, which a user-built manifest cannot promise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from data.augment import crop_resize_normalise, eval_boxes, mirror, random_resized_crop
+from data.manifest import VIDEO_EXTS
+from data.pyav_decode import decode_frames
+from data.records import BadRecord, record_label, record_meta
+from data.sampling import eval_indices, train_indices
+from data.stream import ShardStream
+
+log = logging.getLogger(__name__)
+
+
+def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
+    """(may flip, label after a flip) for `DataConfig.flip` and this manifest."""
+    n = len(manifest["classes"])
+    identity = list(range(n))
+    if flip == "never" or (flip == "auto" and not manifest.get("flip_safe", True)):
+        return False, identity
+    if flip == "always":
+        for a, b in manifest.get("flip_pairs", []):
+            identity[a], identity[b] = b, a
+    return True, identity
+
+
+class ClipJobs(torch.utils.data.IterableDataset):
+    """Worker side: records -> label + views (frame indices, crop box) + bytes or decoded frames."""
+
+    def __init__(
+        self,
+        stream: ShardStream,
+        *,
+        train: bool,
+        frames: int,
+        sampling: str,
+        stride: int,
+        size: int,
+        mean: tuple,
+        std: tuple,
+        min_scale: float,
+        flip: tuple[bool, list[int]],
+        eval_clips: int,
+        eval_crops: int,
+        dali_codecs: frozenset[str] | None,
+        seed: int,
+        start_step: int,
+        num_classes: int,
+    ):
+        self.stream, self.train = stream, train
+        self.num_classes = num_classes
+        self.frames, self.sampling, self.stride, self.size = frames, sampling, stride, size
+        self.mean, self.std, self.min_scale = mean, std, min_scale
+        self.may_flip, self.flip_label = flip
+        self.eval_clips, self.eval_crops = eval_clips, eval_crops
+        self.dali_codecs = dali_codecs
+        self.seed, self.start_step = seed, start_step
+
+    def _views(self, meta: dict, rng: np.random.Generator, label: int):
+        n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
+        if self.train:
+            idx = train_indices(n, self.frames, self.sampling, self.stride, rng)
+            box = random_resized_crop(h, w, self.min_scale, rng)
+            if self.may_flip and rng.random() < 0.5:
+                box, label = mirror(box), self.flip_label[label]
+            return [(idx, box)], label
+        views = [
+            (idx, box)
+            for idx in eval_indices(n, self.frames, self.sampling, self.stride, self.eval_clips)
+            for box in eval_boxes(h, w, self.eval_crops)
+        ]
+        return views, label
+
+    def _job(self, sample: dict, rng: np.random.Generator) -> dict:
+        ext = next(e for e in VIDEO_EXTS if e in sample)
+        label = record_label(sample["cls"], self.num_classes)
+        meta = record_meta(sample["json"])
+        views, label = self._views(meta, rng, label)
+        data = bytes(sample[ext])
+        codec = meta.get("codec", "?")
+        if self.dali_codecs is not None and codec in self.dali_codecs:
+            return {"label": label, "data": data, "views": views}
+        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
+        all_idx = np.concatenate([idx for idx, _ in views])
+        decoded = torch.from_numpy(decode_frames(data, all_idx))
+        clips, t = [], self.frames
+        for v, (_, box) in enumerate(views):
+            clips.append(
+                crop_resize_normalise(decoded[v * t : (v + 1) * t], box, self.size, mean, std)
+            )
+        return {
+            "label": label,
+            "frames": torch.stack(clips),
+            "fallback": self.dali_codecs is not None,
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng(
+            [self.seed, self.stream.rank, self.stream.world, wid, nw, self.start_step]
+        )
+        for sample in self.stream:
+            if "__corrupt__" in sample:
+                yield sample
+                continue
+            try:
+                yield self._job(sample, rng)
+            except BadRecord as e:
+                where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+                yield {"__bad__": e.kind, "detail": f"record {where}: {e}"}
+            except Exception as e:  # a bad record is skipped and counted, never a crash
+                log.debug("skipping record %s: %s", sample.get("__key__"), e)
+                yield {"__corrupt__": 1}
