@@ -1,4 +1,8 @@
-"""Evaluate a checkpoint without an optimiser: the model built with `temporal.init=checkpoint`."""
+"""Evaluate a checkpoint without an optimiser: the model built with `temporal.init=checkpoint`.
+
+The shard set must have the checkpoint's class set: a classifier trained on other classes
+scores nothing meaningful, so a mismatch is an error before any model is built.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core import engine as ds_engine
+from core.ckpt_format import head_classes
 from core.evaluate import evaluate
 from core.model import build_model
 
@@ -23,6 +28,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig) -> dict[str, Any]:
         torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     )
     manifest = read_manifest(cfg.data.root)
+    check_class_set(cfg.temporal.checkpoint, manifest["classes"], cfg.data.root)
     model = build_model(cfg, len(manifest["classes"])).to(dev, dtype).eval()
     batches = open_eval_batches(
         cfg.data,
@@ -38,3 +44,30 @@ def evaluate_checkpoint(cfg: ExperimentConfig) -> dict[str, Any]:
     )
     result = evaluate(lambda x: model(x.to(dev, dtype)), batches, dev)
     return {"checkpoint": cfg.temporal.checkpoint, **result, **batches.stats()}
+
+
+class ClassSetError(ValueError):
+    """A checkpoint evaluated on shards with another class set; names both."""
+
+
+def _names(classes: list[str], limit: int = 6) -> str:
+    shown = ", ".join(classes[:limit])
+    return f" ({shown}{', ...' if len(classes) > limit else ''})"
+
+
+def check_class_set(checkpoint: Any, classes: list[str], root: Any) -> None:
+    """Raise `ClassSetError` unless `classes` (the shard manifest's) are the checkpoint's: the
+    same count as its classifier's rows and, where its meta records class names, the same names
+    in the same order."""
+    ckpt, rows, names = head_classes(checkpoint)
+    classes = [str(c) for c in classes]
+    if rows == len(classes) and (names is None or names == classes):
+        return
+    trained = f"{rows} classes" + (_names(names) if names else "")
+    if names and rows == len(classes):
+        trained = f"{rows} other classes" + _names(names)
+    raise ClassSetError(
+        f"checkpoint {ckpt} was trained on {trained}, but {root}/manifest.json has "
+        f"{len(classes)} classes{_names(classes)}: evaluate it on shards with its class set "
+        "(`vivit shards build --out` into the training set's directory keeps its class index)"
+    )

@@ -14,7 +14,15 @@ import torch
 from tqdm import tqdm
 
 from core import engine as ds_engine
-from core.checkpoint import checkpoint_name, latest_checkpoint, resume_checkpoint, save_checkpoint
+from core.checkpoint import (
+    check_resume_config,
+    checkpoint_name,
+    latest_checkpoint,
+    remove_stale_tmp,
+    resume_checkpoint,
+    resume_target,
+    save_checkpoint,
+)
 from core.configtools import dump_yaml, flatten, to_dict
 from core.evaluate import evaluate
 from core.freezing import freeze_spatial, trainable_module
@@ -35,7 +43,7 @@ class TrainConfig:
     """Step budget, batch sizes and logging cadence."""
 
     steps: int = 1000
-    """Optimiser steps."""
+    """Optimiser steps (>= 1; `vivit eval` scores a checkpoint without training)."""
     micro_batch_size: int = 8
     """Clips per rank per forward (DeepSpeed `train_micro_batch_size_per_gpu`)."""
     grad_accum: int = 1
@@ -57,8 +65,11 @@ class TrainConfig:
     Off, the host queues steps ahead and reads the loss only on logging steps."""
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
+        if self.steps < 1:
+            raise ValueError(
+                f"train.steps must be >= 1, got {self.steps} (to score a checkpoint without "
+                "training: vivit eval CONFIG.yaml checkpoint=DIR)"
+            )
         if self.micro_batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.micro_batch_size and train.grad_accum must be >= 1")
         if self.keep_checkpoints < 1:
@@ -156,6 +167,8 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     wall_start = time.perf_counter()
     rank, world = ds_engine.init_distributed()
     run_dir = Path(cfg.out_dir)
+    # before config.yaml is written: a refused resume leaves the run directory as it was
+    check_resume_config(to_dict(cfg), resume_target(cfg.resume, run_dir))
     if rank == 0:
         ensure_dataset(cfg.data, cfg.seed)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +254,9 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             tracker.log_artifact(run_dir / "config.yaml")
         status = "FINISHED"
         return summary
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via `vivit train`
+        status = "KILLED"
+        raise
     finally:
         train_batches.close()
         evaluator.close()
@@ -375,6 +391,8 @@ class _Evaluator:
 
 
 def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:
+    if rank == 0:
+        remove_stale_tmp(run_dir)  # saves that were killed leave only a .tmp folder
     if cfg.resume is None:
         return 0
     if cfg.resume == "auto":
@@ -403,8 +421,20 @@ def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> 
             "sha256": file_sha256(cfg.spatial.weights),
         }
     meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg)}
+    spatial_state = None
+    if cfg.mode == "frozen" and not cfg.spatial.weights:
+        # A backbone from a random init exists in no file: the checkpoint carries it, so that
+        # `vivit eval` (or a later stage) rebuilds exactly the model that was trained.
+        vit = trainer.model.spatial.vit.state_dict()
+        spatial_state = {f"spatial.vit.{k}": v for k, v in vit.items()}
     return save_checkpoint(
-        trainer.engine, run_dir, trainer.step, meta, rank, cfg.train.keep_checkpoints
+        trainer.engine,
+        run_dir,
+        trainer.step,
+        meta,
+        rank,
+        cfg.train.keep_checkpoints,
+        extra_weights=spatial_state,
     )
 
 

@@ -15,6 +15,10 @@ MANIFEST = "manifest.json"
 VIDEO_EXTS = ("mp4", "webm")
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read, or lacks what the run needs; names the file."""
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
@@ -35,10 +39,10 @@ def read_manifest(root: str | os.PathLike) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise ManifestError(f"{path}: not valid JSON ({e})") from e
     for key in ("classes", "splits"):
         if key not in manifest:
-            raise ValueError(f"{path}: missing key '{key}'")
+            raise ManifestError(f"{path}: missing key '{key}'")
     manifest.setdefault("flip_safe", True)
     manifest.setdefault("flip_pairs", [])
     return manifest
@@ -59,7 +63,7 @@ def require_splits(manifest: dict, root: str | os.PathLike, splits: dict[str, st
         shards = have.get(split, {}).get("shards") if isinstance(have.get(split), dict) else None
         if not shards:
             state = "has no shards" if split in have else "is not"
-            raise ValueError(
+            raise ManifestError(
                 f"split '{split}' ({key}) {state} in {Path(root) / MANIFEST} "
                 f"(splits there: {sorted(have)}): build it, or set {key} to one of them"
             )

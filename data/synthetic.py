@@ -299,6 +299,10 @@ def make_synthetic(
     """Write train/val shards, `manifest.json` and `images/{train,val}/<object>/*.png` to `out`."""
     if size % 2 or size < 8:
         raise ValueError(f"size must be even and >= 8, got {size}")
+    if clips < 1 or val_clips < 1:
+        raise ValueError(f"clips and val_clips must be >= 1, got {clips} and {val_clips}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2 (a clip shows motion), got {frames}")
     if codec not in ("vp9", "h264"):
         raise ValueError(f"codec must be vp9 or h264, got '{codec}'")
     out = Path(out)
