@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.seeding import seed_torch, torch_generator
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -130,7 +132,7 @@ def load_image_folder(root: Path, size: int, classes: list[str] | None = None) -
 
 def split_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """Carve a validation split out of the training images when the folder has none."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "pretrain-holdout")
     order = torch.randperm(len(data.labels), generator=gen)
     n_val = max(1, int(len(order) * fraction))
     val, train = order[:n_val], order[n_val:]
@@ -235,8 +237,8 @@ def pretrain(cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
     """Train, evaluate, save; returns the metadata written next to the weights."""
     import timm.data
 
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    seed_torch(cfg.seed, "pretrain-init")
+    gen = torch_generator(cfg.seed, "pretrain-batches")
     train_dir, val_dir = find_splits(Path(cfg.images))
     train = load_image_folder(train_dir, cfg.img_size)
     if val_dir is not None:

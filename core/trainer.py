@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from common.seeding import seed_torch
 from core import engine as ds_engine
 from core.checkpoint import checkpoint_name, latest_checkpoint, resume_checkpoint, save_checkpoint
 from core.configtools import dump_yaml, flatten, to_dict
@@ -77,7 +78,8 @@ class Trainer:
             cfg.engine, cfg.optim, cfg.train.micro_batch_size, cfg.train.grad_accum, on_gpu
         )
         self.dtype = ds_engine.compute_dtype(self.ds_config)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        # identical initial weights on every rank (and dropout streams from the same seed)
+        seed_torch(cfg.seed, "model-init")
         self.model = build_model(cfg, num_classes)
         self.frozen = cfg.mode == "frozen"
         if self.frozen:

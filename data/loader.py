@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.seeding import numpy_rng
 from data.augment import crop_resize_normalise, eval_boxes, mirror, random_resized_crop
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
@@ -128,8 +129,8 @@ class _ClipJobs(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng(
-            [self.seed, self.stream.rank, self.stream.world, wid, nw, self.start_step]
+        rng = numpy_rng(
+            self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
         )
         for sample in self.stream:
             if "__corrupt__" in sample:
