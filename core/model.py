@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from core.adapter import Adapter, AdapterConfig, build_adapter
 from core.init import init_temporal
 from core.spatial import SpatialConfig, SpatialTokens, SpatialTransformer
-from core.temporal import TemporalConfig, TemporalTransformer
+from core.temporal import FrameMean, TemporalConfig, TemporalTransformer, build_temporal
 
 if TYPE_CHECKING:
     from core.config import ExperimentConfig
@@ -25,7 +25,7 @@ class TemporalHead(nn.Module):
     def __init__(
         self,
         adapter: Adapter,
-        temporal: TemporalTransformer,
+        temporal: TemporalTransformer | FrameMean,
         num_classes: int,
         dropout: float = 0.0,
     ) -> None:
@@ -88,7 +88,7 @@ def build_parts(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     spatial = SpatialTransformer(spatial_cfg)
     adapter = build_adapter(adapter_cfg, spatial.embed_dim)
-    temporal = TemporalTransformer(
+    temporal = build_temporal(
         temporal_cfg,
         in_dim=spatial.embed_dim,
         num_frames=num_frames,
