@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common.atomic import atomic_save_figure  # noqa: E402
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
@@ -67,9 +69,7 @@ def plot_train(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"train_{_slug(backbone)}.png"
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        atomic_save_figure(fig, path, dpi=100)
         plt.close(fig)
-        tmp.replace(path)
         written.append(path)
     return written

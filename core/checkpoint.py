@@ -6,7 +6,7 @@ Layout of `<run>/checkpoints/step_0000100/`:
                        `temporal_head.*` only — the frozen spatial weights are referenced, not copied)
   rng_rank{R}.pt       each rank's RNG states, so a resumed run continues bit-for-bit
   meta.json            step, mode, spatial weights path + sha256, config; written last
-Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
+Everything is written into `.step_0000100.tmp/` (common.atomic) and renamed once complete, so a crash mid-save
 leaves only a `.tmp` folder that `resume=auto` ignores.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from common.atomic import commit, temporary_name
 from core import engine as ds_engine
 from core.init import find_checkpoint
 
@@ -38,7 +39,7 @@ def save_checkpoint(
     """Save on all ranks (collective); rank 0 renames the finished folder into place."""
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
-    tmp = root / (final.name + ".tmp")
+    tmp = temporary_name(final, unique=False)  # one folder that every rank writes into
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -53,9 +54,7 @@ def save_checkpoint(
             {prefix + k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors")
         )
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        commit(tmp, final)
         _prune(root, keep)
     ds_engine.barrier()
     return final

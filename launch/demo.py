@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_save_figure, atomic_write_text
 from launch.recipes import (
     SPATIAL_KWARGS,
     SPATIAL_MODEL,
@@ -50,8 +51,8 @@ def log(msg: str) -> None:
 
 def prepare_inputs(budget: Budget, cache_root: Path, seed: int) -> tuple[Path, Path]:
     """(shard dir, spatial weights), built once per option set and reused afterwards."""
-    from core.pretrain import PretrainConfig, pretrain
     from data.synthetic import make_synthetic
+    from launch.image_pretrain import PretrainConfig, pretrain
 
     cache = cache_root / cache_key(budget, seed)
     data_root, weights = cache / "synth", cache / "spatial.safetensors"
@@ -329,10 +330,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(
@@ -362,9 +361,7 @@ def write_report(
         ("results.json", json.dumps(result, indent=2, default=str) + "\n"),
         ("results.md", "\n".join(md)),
     ):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
     plot(rows, out / "results.png", title)
     return result
 
