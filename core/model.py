@@ -28,10 +28,15 @@ class TemporalHead(nn.Module):
         temporal: TemporalTransformer | FrameMean,
         num_classes: int,
         dropout: float = 0.0,
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
         self.adapter = adapter
         self.temporal = temporal
+        # Batch statistics of the pooled feature, no affine (the head's weights scale it).
+        self.head_norm = (
+            nn.BatchNorm1d(temporal.width, affine=False) if head_norm == "batch" else nn.Identity()
+        )
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(temporal.width, num_classes)
         # Zero head (Scenic ViViT): logits start at 0, so a fresh head adds no noise to the loss.
@@ -46,7 +51,7 @@ class TemporalHead(nn.Module):
         # A half-precision frozen spatial feeds a head that may train in another precision.
         cls, patches = tokens.to(self.dtype)
         frame_tokens = self.adapter(cls, patches)
-        return self.head(self.head_drop(self.temporal(frame_tokens)))
+        return self.head(self.head_drop(self.head_norm(self.temporal(frame_tokens))))
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in NO_DECAY_SUFFIXES}
@@ -95,7 +100,13 @@ def build_parts(
         spatial_heads=spatial.num_heads,
         reference_block=spatial.vit.blocks[-1],
     )
-    head = TemporalHead(adapter, temporal, num_classes, dropout=temporal_cfg.head_dropout)
+    head = TemporalHead(
+        adapter,
+        temporal,
+        num_classes,
+        dropout=temporal_cfg.head_dropout,
+        head_norm=temporal_cfg.head_norm,
+    )
     return ViViTFE(spatial, head)
 
 

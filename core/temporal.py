@@ -36,12 +36,19 @@ class TemporalConfig:
     pos_init: Literal["sincos", "normal"] = "sincos"
     """Temporal position embedding init; std-0.02 `normal` lets the model ignore order for long."""
     head_dropout: float = 0.0
+    head_norm: Literal["batch", "none"] = "batch"
+    """Normalise the temporal output across the batch before the classifier (BatchNorm
+    without affine, as MAE's linear probe): the zero-initialised head then sees centred,
+    unit-scale features from step 0 instead of a near-constant vector, which is what kept
+    every arm at chance for hundreds of steps (README, "The two-stage recipe")."""
 
     def __post_init__(self) -> None:
         if self.depth < 1:
             raise ValueError(f"temporal.depth must be >= 1, got {self.depth}")
         if self.init == "checkpoint" and not self.checkpoint:
             raise ValueError("temporal.init=checkpoint needs temporal.checkpoint=PATH")
+        if self.head_norm not in ("batch", "none"):
+            raise ValueError(f"temporal.head_norm={self.head_norm!r}: expected batch or none")
         if self.kind not in ("transformer", "mean"):
             raise ValueError(f"temporal.kind={self.kind!r}: expected transformer or mean")
         if self.kind == "mean" and (self.init == "image" or self.width is not None):
