@@ -177,7 +177,8 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     try:
         step_times, result = _train_loop(cfg, trainer, train_batches, start_step, metrics, tracker)
         eval_result = _evaluate(cfg, trainer, data_kw)
-        metrics.write({"step": trainer.step, "event": "eval", **eval_result})
+        eval_record = {"step": trainer.step, "event": "eval", **eval_result}
+        metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
         tracker.log_metrics(eval_result, step=trainer.step)
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             _save(cfg, trainer, run_dir, rank)
@@ -198,6 +199,7 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             "step_time_median_s": median,
             "clips_per_s": clips_per_step / median if step_times else float("nan"),
             "train_time_s": result["train_time_s"],
+            "train_cpu_s": result["train_cpu_s"],
             "data_wait_s": result["data_wait_s"],
             "peak_mem_bytes": result["peak_mem_bytes"],
             "peak_mem_above_start_bytes": result["peak_mem_above_start_bytes"],
@@ -241,7 +243,7 @@ def _train_loop(
     memory = PeakMemory(trainer.device)
     memory.start()
     step_times: list[float] = []
-    train_time = data_wait = 0.0
+    train_time = data_wait = train_cpu = 0.0
     bar = tqdm(
         total=tc.steps,
         initial=start_step,
@@ -252,6 +254,7 @@ def _train_loop(
     try:
         while trainer.step < tc.steps:
             t0 = time.perf_counter()
+            c0 = time.process_time()
             wait = 0.0
             losses = []
             for _ in range(tc.grad_accum):
@@ -263,6 +266,7 @@ def _train_loop(
             dt = time.perf_counter() - t0
             step_times.append(dt)
             train_time += dt
+            train_cpu += time.process_time() - c0  # this process's CPU, all its threads
             data_wait += wait
             loss = sum(losses) / len(losses)
             if not math.isfinite(loss):
@@ -286,6 +290,8 @@ def _train_loop(
                 )
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
                 result = _evaluate(cfg, trainer, _data_kwargs(cfg, trainer))
+                # training time so far (evals excluded), wall clock and process CPU
+                result |= {"train_time_s": train_time, "train_cpu_s": train_cpu}
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
@@ -295,6 +301,7 @@ def _train_loop(
         memory.stop()
     return step_times, {
         "train_time_s": train_time,
+        "train_cpu_s": train_cpu,
         "data_wait_s": data_wait,
         "peak_mem_bytes": memory.peak_bytes,
         "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
