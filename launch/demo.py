@@ -534,6 +534,8 @@ def run_experiment(
     budget = budget_for(quick)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    env = environment(command.split()[1:])  # at the start: the commit the runs ran on
+    env["command"] = command
     data_root, weights = prepare_inputs(budget, out / "cache", data_seed)
     from data.manifest import read_manifest
 
@@ -582,8 +584,7 @@ def run_experiment(
     }
     if baseline is not None:
         result["verdict"] = verdict(arm_results)
-    result["environment"] = environment(command.split()[1:])
-    result["environment"]["command"] = command
+    result["environment"] = env
     result["total_s"] = time.perf_counter() - t0
     write_report(out, result, baseline)
     print()
