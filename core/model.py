@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.adapter import Adapter, AdapterConfig, build_adapter
@@ -17,6 +19,31 @@ if TYPE_CHECKING:
 
 NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "reg_token", "dist_token", "query")
 """Parameter names (last component) never weight-decayed, whatever their shape."""
+
+log = logging.getLogger(__name__)
+
+
+class FeatureNorm(nn.BatchNorm1d):
+    """BatchNorm1d without affine in front of the classifier (`temporal.head_norm=batch`).
+
+    A training micro-batch of one clip has no batch statistics: it is normalised with the
+    running ones instead (and does not update them), with a warning, rather than failing.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width, affine=False)
+        self._warned = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] < 2:
+            if not self._warned:
+                log.warning(
+                    "temporal.head_norm=batch with a micro-batch of one clip: normalising "
+                    "with running statistics (use micro-batches >= 2 for the recipe)"
+                )
+                self._warned = True
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False)
+        return super().forward(x)
 
 
 class TemporalHead(nn.Module):
@@ -34,9 +61,7 @@ class TemporalHead(nn.Module):
         self.adapter = adapter
         self.temporal = temporal
         # Batch statistics of the pooled feature, no affine (the head's weights scale it).
-        self.head_norm = (
-            nn.BatchNorm1d(temporal.width, affine=False) if head_norm == "batch" else nn.Identity()
-        )
+        self.head_norm = FeatureNorm(temporal.width) if head_norm == "batch" else nn.Identity()
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(temporal.width, num_classes)
         # Zero head (Scenic ViViT): logits start at 0, so a fresh head adds no noise to the loss.

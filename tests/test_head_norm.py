@@ -65,3 +65,12 @@ def test_eval_uses_running_statistics_and_stage2_inherits_them(tmp_path: Path) -
     fresh = build_model(tiny_config("attn", frames=8, temporal=cfg), CLASSES)
     assert torch.equal(fresh.temporal_head.head.weight, stage1.temporal_head.head.weight)
     assert int(fresh.temporal_head.head_norm.num_batches_tracked) == 0
+
+
+def test_a_training_batch_of_one_clip_uses_running_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), CLASSES)
+    model.train()
+    out = model(tiny_frames(batch=1))
+    assert out.shape == (1, CLASSES) and torch.isfinite(out).all()
+    assert int(model.temporal_head.head_norm.num_batches_tracked) == 0
