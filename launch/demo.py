@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -209,16 +210,24 @@ def run_stage(
     start = time.perf_counter()
     with open(log_path, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        while proc.poll() is None:
-            time.sleep(1.0)
-            records = _read_metrics(run_dir / "metrics.jsonl")
-            steps = [r for r in records if "loss" in r]
-            evals = [r for r in records if r.get("event") == "eval"]
-            if steps:
-                last = steps[-1]
-                rate = 1.0 / last["step_time_s"] if last.get("step_time_s") else 0.0
-                top1 = evals[-1]["top1"] if evals else None
-                progress.update(stage.run, last["step"], last["loss"], top1, rate)
+        try:
+            while proc.poll() is None:
+                time.sleep(1.0)
+                records = _read_metrics(run_dir / "metrics.jsonl")
+                steps = [r for r in records if "loss" in r]
+                evals = [r for r in records if r.get("event") == "eval"]
+                if steps:
+                    last = steps[-1]
+                    rate = 1.0 / last["step_time_s"] if last.get("step_time_s") else 0.0
+                    top1 = evals[-1]["top1"] if evals else None
+                    progress.update(stage.run, last["step"], last["loss"], top1, rate)
+        finally:  # interrupted (Ctrl-C, kill): never leave a training process behind
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     process_s = time.perf_counter() - start
     progress.done_steps += stage.steps
     summary_path = run_dir / "summary.json"
@@ -635,6 +644,8 @@ def run_command(
         return 2
     out = Path(args.out or (f"{default_out}-quick" if args.quick else default_out))
     seeds = list(range(args.seed, args.seed + args.seeds))
+    # `kill` unwinds like Ctrl-C, so the running `vivit train` child is stopped too
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         run_experiment(
             out,
