@@ -6,6 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,11 +25,20 @@ NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "reg_token", "dist_token", "query
 log = logging.getLogger(__name__)
 
 
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 class FeatureNorm(nn.BatchNorm1d):
     """BatchNorm1d without affine in front of the classifier (`temporal.head_norm=batch`).
 
-    A training micro-batch of one clip has no batch statistics: it is normalised with the
-    running ones instead (and does not update them), with a warning, rather than failing.
+    With several data-parallel ranks the batch statistics are those of the global batch
+    (a differentiable all-reduce, as SyncBatchNorm), so every rank normalises alike and the
+    running statistics stay identical on all ranks. A global batch of one clip has no batch
+    statistics: it is normalised with the running ones instead (without updating them),
+    with a warning, rather than failing.
     """
 
     def __init__(self, width: int) -> None:
@@ -35,15 +46,29 @@ class FeatureNorm(nn.BatchNorm1d):
         self._warned = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and x.shape[0] < 2:
+        if not self.training:
+            return super().forward(x)
+        world = _world_size()
+        count = x.shape[0] * world
+        if count < 2:
             if not self._warned:
                 log.warning(
-                    "temporal.head_norm=batch with a micro-batch of one clip: normalising "
-                    "with running statistics (use micro-batches >= 2 for the recipe)"
+                    "temporal.head_norm=batch with a batch of one clip: normalising with "
+                    "running statistics (use batches >= 2 for the recipe)"
                 )
                 self._warned = True
             return F.batch_norm(x, self.running_mean, self.running_var, training=False)
-        return super().forward(x)
+        if world == 1:
+            return super().forward(x)
+        moments = torch.stack([x.mean(0), (x * x).mean(0)])
+        moments = dist_nn.all_reduce(moments) / world
+        mean, var = moments[0], (moments[1] - moments[0] ** 2).clamp_min(0.0)
+        with torch.no_grad():
+            momentum = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.lerp_(mean.detach(), momentum)
+            self.running_var.lerp_(var.detach() * count / (count - 1), momentum)
+            self.num_batches_tracked += 1
+        return (x - mean) / torch.sqrt(var + self.eps)
 
 
 class TemporalHead(nn.Module):
