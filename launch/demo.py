@@ -482,9 +482,15 @@ def render_markdown(result: dict[str, Any], baseline: str | None) -> str:
         f"Train time ({result['clock']} clock): the trainer's "
         + ("step time" if result["clock"] == "wall" else "process CPU time of the steps")
         + " summed over every stage of the arm (evaluation, "
-        "checkpoints and start-up excluded); the two-stage curve starts at stage 1's cost. "
-        "Time to full's final top-1: where the arm's mean curve first reaches the full "
-        "arm's final mean top-1 (linear between evaluation points). FLOPs: "
+        "checkpoints and start-up excluded); a multi-stage curve starts at the previous "
+        "stage's cost. "
+        + (
+            f"Time to {baseline}'s final top-1: where the arm's mean curve first reaches the "
+            f"{baseline} arm's final mean top-1 (linear between evaluation points). "
+            if baseline is not None
+            else ""
+        )
+        + "FLOPs: "
         "benchmarks/flops.py's formula (backward = 2x forward; frozen spatial forward only).",
         "",
         "![top-1 vs training time and FLOPs](results.png)",
