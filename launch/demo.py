@@ -203,10 +203,9 @@ def run_stage(
     cmd = [sys.executable, "-m", "launch.train", str(base_yaml), *stage.overrides]
     cmd += [f"out_dir={run_dir}", f"tracking.run_name={run_prefix}{stage.run}"]
     log_path = runs_dir / f"{stage.run}.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    # the child imports this checkout, whatever an installed copy says
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
     with open(log_path, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
