@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from common.atomic import commit
 from core import engine as ds_engine
 from core.ckpt_format import (
     DS_TAG,
@@ -81,9 +82,7 @@ def save_checkpoint(
             save_file(tensors, str(tmp / WEIGHTS_FILE))
             (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
             write_manifest(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            commit(tmp, final)
             _prune(root, keep)
     except (OSError, RuntimeError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)

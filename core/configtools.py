@@ -16,6 +16,8 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from common.atomic import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -205,10 +207,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config (atomically: temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,8 @@ def _load_temporal_head(model: ViViTFE, state: dict[str, Tensor], source: str) -
     adapter_keys = [k for k in own if k.startswith("adapter.")]
     saved_adapter = [k for k in saved if k.startswith("adapter.")]
     missing = [k for k in temporal_keys if k not in saved]
-    unexpected = [k for k in saved if k not in own and not k.startswith("adapter.")]
+    optional = ("adapter.", "head_norm.")  # may be absent on either side
+    unexpected = [k for k in saved if k not in own and not k.startswith(optional)]
     if saved_adapter and sorted(saved_adapter) != sorted(adapter_keys):
         missing += [k for k in adapter_keys if k not in saved]
         unexpected += [k for k in saved_adapter if k not in own]
@@ -109,6 +110,10 @@ def _load_temporal_head(model: ViViTFE, state: dict[str, Tensor], source: str) -
     classifier = [k for k in own if k.startswith("head.")]
     if all(k in saved and saved[k].shape == own[k].shape for k in classifier):
         load.update({k: saved[k] for k in classifier})
+        # the running statistics of the feature normalisation in front of the classifier
+        norm = [k for k in own if k.startswith("head_norm.")]
+        if norm and all(k in saved and saved[k].shape == own[k].shape for k in norm):
+            load.update({k: saved[k] for k in norm})
     else:
         # Another class set (e.g. a temporal transformer trained on a larger video set).
         classes = own["head.weight"].shape[0]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from common.seeding import seed_torch
 from core import engine as ds_engine
 from core.checkpoint import (
     check_resume_config,
@@ -95,7 +96,8 @@ class Trainer:
             cfg.engine, cfg.optim, cfg.train.micro_batch_size, cfg.train.grad_accum, on_gpu
         )
         self.dtype = ds_engine.compute_dtype(self.ds_config)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        # identical initial weights on every rank (and dropout streams from the same seed)
+        seed_torch(cfg.seed, "model-init")
         self.model = build_model(cfg, num_classes)
         self.frozen = cfg.mode == "frozen"
         if self.frozen:
@@ -212,7 +214,8 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             _save(cfg, trainer, run_dir, rank)  # before the eval: a failing eval loses nothing
         eval_result = evaluator()
-        metrics.write({"step": trainer.step, "event": "eval", **eval_result})
+        eval_record = {"step": trainer.step, "event": "eval", **eval_result}
+        metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
         tracker.log_metrics(eval_result, step=trainer.step)
         clips_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
         median = statistics.median(step_times) if step_times else float("nan")
@@ -231,6 +234,7 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             "step_time_median_s": median,
             "clips_per_s": clips_per_step / median if step_times else float("nan"),
             "train_time_s": result["train_time_s"],
+            "train_cpu_s": result["train_cpu_s"],
             "data_wait_s": result["data_wait_s"],
             "peak_mem_bytes": result["peak_mem_bytes"],
             "peak_mem_above_start_bytes": result["peak_mem_above_start_bytes"],
@@ -282,9 +286,10 @@ def _train_loop(
     memory = PeakMemory(trainer.device)
     memory.start()
     step_times: list[float] = []
-    train_time = data_wait = 0.0
+    train_time = data_wait = train_cpu = 0.0
     window_loss = torch.zeros((), device=trainer.device)
-    window_steps, window_wait, window_t0 = 0, 0.0, time.perf_counter()
+    window_steps, window_wait = 0, 0.0
+    window_t0, window_c0 = time.perf_counter(), time.process_time()
     bar = tqdm(
         total=tc.steps,
         initial=start_step,
@@ -313,6 +318,7 @@ def _train_loop(
                 if not tc.sync_steps:
                     step_times.append(dt)
                 train_time += window_s
+                train_cpu += time.process_time() - window_c0  # this process, all its threads
                 data_wait += window_wait
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss} at step {step}: stopping")
@@ -331,20 +337,28 @@ def _train_loop(
                     loss=f"{loss:.3f}", lr=f"{trainer.lr:.2e}", clips_s=f"{clips_per_step / dt:.1f}"
                 )
                 window_loss.zero_()
-                window_steps, window_wait, window_t0 = 0, 0.0, time.perf_counter()
-            paused = time.perf_counter()
+                window_steps, window_wait = 0, 0.0
+                window_t0, window_c0 = time.perf_counter(), time.process_time()
+            paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
                 result = evaluator()
+                # training time so far (evals excluded), wall clock and process CPU (all threads)
+                result |= {
+                    "train_time_s": train_time + time.perf_counter() - window_t0,
+                    "train_cpu_s": train_cpu + time.process_time() - window_c0,
+                }
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
                 _save(cfg, trainer, run_dir, trainer.rank)
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
+            window_c0 += time.process_time() - paused_cpu
     finally:
         bar.close()
         memory.stop()
     return step_times, {
         "train_time_s": train_time,
+        "train_cpu_s": train_cpu,
         "data_wait_s": data_wait,
         "peak_mem_bytes": memory.peak_bytes,
         "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,

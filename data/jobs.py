@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from common.seeding import numpy_rng
 from data.augment import crop_resize, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
 from data.manifest import VIDEO_EXTS
@@ -117,8 +118,8 @@ class ClipJobs(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng(
-            [self.seed, self.stream.rank, self.stream.world, wid, nw, self.start_step]
+        rng = numpy_rng(
+            self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
         )
         for sample in self.stream:
             if "__corrupt__" in sample:

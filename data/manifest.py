@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_json
+
 MANIFEST = "manifest.json"
 VIDEO_EXTS = ("mp4", "webm")
 
@@ -25,10 +27,7 @@ def shard_name(split: str, index: int) -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary name then rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2, sort_keys=False)
 
 
 def read_manifest(root: str | os.PathLike) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.seeding import numpy_rng
 from data.manifest import MANIFEST, empty_manifest, set_split, write_json_atomic
 from data.shard_writer import ShardWriter
 from data.transcode import encode_frames
@@ -219,7 +220,7 @@ def load_objects(objects_dir: str | Path | None) -> tuple[list[str], list[str | 
 
 
 def _clip_rng(seed: int, split: str, i: int) -> np.random.Generator:
-    return np.random.default_rng([seed, 0 if split == "train" else 1, i])
+    return numpy_rng(seed, f"synthetic-clip-{split}", i)
 
 
 def synth_clip(
@@ -251,7 +252,7 @@ def _write_images(
     for name in names:
         (out / "images" / split / name).mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        rng = np.random.default_rng([seed, 2 if split == "train" else 3, i])
+        rng = numpy_rng(seed, f"synthetic-image-{split}", i)
         p = sample_params(rng, size, len(objects))
         img = p.background.copy()
         # wide position/scale range: the pretrained CLS must not encode where or how big
