@@ -5,7 +5,8 @@ Layout of `<run>/checkpoints/step_0000100/`:
   model.safetensors    fp32 weights of the trained parts, ViViTFE key names (frozen mode:
                        `temporal_head.*` only — the frozen spatial weights are referenced, not copied)
   rng_rank{R}.json     each rank's RNG states (plain JSON), so a resumed run continues bit-for-bit
-  meta.json            step, mode, spatial weights path + sha256, config
+  meta.json            step, mode, spatial weights path + sha256, config, class names (+ the
+                       clip fps / duration cap of the training shards), for `vivit predict`
   sha256.json          digest of every file above (`core.ckpt_manifest`); written last
 Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
 leaves only a `.tmp` folder that `resume=auto` ignores.

@@ -9,6 +9,14 @@ import torch
 from core import engine as ds_engine
 
 
+def multiview_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor
+) -> torch.Tensor:
+    """`B×V×T×C×H×W` views -> `B×classes` logits, averaged over each video's V views."""
+    b, v = frames.shape[:2]
+    return forward(frames.flatten(0, 1)).float().view(b, v, -1).mean(dim=1)
+
+
 @torch.no_grad()
 def evaluate(
     forward: Callable[[torch.Tensor], torch.Tensor],
@@ -19,8 +27,8 @@ def evaluate(
     correct1 = correct5 = total = 0.0
     loss_sum = 0.0
     for frames, labels in batches:
-        b, v = frames.shape[:2]
-        logits = forward(frames.flatten(0, 1)).float().view(b, v, -1).mean(dim=1)
+        b = frames.shape[0]
+        logits = multiview_logits(forward, frames)
         labels = labels.to(logits.device)
         loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         k = min(5, logits.shape[-1])

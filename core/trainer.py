@@ -363,7 +363,10 @@ def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> 
             "path": str(Path(cfg.spatial.weights).resolve()),
             "sha256": file_sha256(cfg.spatial.weights),
         }
-    meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg)}
+    from data.manifest import checkpoint_labels, read_manifest
+
+    labels = checkpoint_labels(read_manifest(cfg.data.root), cfg.data.train_split)
+    meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg), **labels}
     return save_checkpoint(
         trainer.engine, run_dir, trainer.step, meta, rank, cfg.train.keep_checkpoints
     )

@@ -6,9 +6,13 @@ Used by the `pyav` decoder path, and by the DALI path for codecs DALI's CPU deco
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import av
 import numpy as np
+import torch
+
+from data.augment import Box, crop_resize_normalise
 
 
 def decode_frames(data: bytes, indices: np.ndarray | list[int]) -> np.ndarray:
@@ -35,3 +39,22 @@ def decode_frames(data: bytes, indices: np.ndarray | list[int]) -> np.ndarray:
     if end not in got:
         got[end] = frame.to_ndarray(format="rgb24")
     return np.stack([got[min(int(i), end)] for i in indices])
+
+
+def decode_views(
+    data: bytes,
+    views: Sequence[tuple[np.ndarray, Box]],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """`V×T×C×size×size` normalised clips, one per `(frame indices, crop box)` view, with every
+    frame decoded once (the PyAV twin of `DaliClipDecoder.decode`)."""
+    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+    decoded = torch.from_numpy(decode_frames(data, np.concatenate([idx for idx, _ in views])))
+    clips, start = [], 0
+    for idx, box in views:
+        t = len(idx)
+        clips.append(crop_resize_normalise(decoded[start : start + t], box, size, mean_t, std_t))
+        start += t
+    return torch.stack(clips)
