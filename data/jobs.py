@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from data.augment import crop_resize_normalise, eval_boxes, mirror, random_resized_crop
+from data.augment import eval_boxes, mirror, random_resized_crop
 from data.manifest import VIDEO_EXTS
-from data.pyav_decode import decode_frames
+from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
 from data.sampling import eval_indices, train_indices
 from data.stream import ShardStream
@@ -94,17 +94,9 @@ class ClipJobs(torch.utils.data.IterableDataset):
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
             return {"label": label, "data": data, "views": views}
-        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
-        all_idx = np.concatenate([idx for idx, _ in views])
-        decoded = torch.from_numpy(decode_frames(data, all_idx))
-        clips, t = [], self.frames
-        for v, (_, box) in enumerate(views):
-            clips.append(
-                crop_resize_normalise(decoded[v * t : (v + 1) * t], box, self.size, mean, std)
-            )
         return {
             "label": label,
-            "frames": torch.stack(clips),
+            "frames": decode_views(data, views, self.size, self.mean, self.std),
             "fallback": self.dali_codecs is not None,
         }
 
