@@ -102,7 +102,12 @@ class Predictor:
         self.classes = self._classes(num_classes)
         _check_spatial_source(self.meta, state, self.checkpoint)
         del state
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError as err:
+            raise PredictError(f"device {device!r}: {err}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise PredictError(f"device {device!r}: no CUDA GPU is available here")
         on_gpu = self.device.type == "cuda"
         self.dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
         try:

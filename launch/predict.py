@@ -17,7 +17,12 @@ from launch.logging_setup import setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vivit predict", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="vivit predict",
+        description="Top classes of video files, decoded directly (no shards), by a trained "
+        "checkpoint: evaluation's views, logits averaged over them, class names from the "
+        "checkpoint.",
+    )
     p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its newest)")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any FFmpeg format)")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per video (default 5)")

@@ -164,6 +164,8 @@ def test_bad_videos_are_one_line_errors(trained: dict[str, Path], videos, tmp_pa
         run_predict(str(trained["full"]), text.as_posix()), "notes.mp4", "not a readable"
     )
     one_line_error(run_predict(str(tmp_path / "no-run"), good), "no complete checkpoint")
+    if not torch.cuda.is_available():
+        one_line_error(run_predict(str(trained["full"]), good, "--device", "cuda"), "no CUDA GPU")
 
 
 @slow
