@@ -1,5 +1,7 @@
 """`vivit bench {train,frames,data,recipe} [--quick] [--out DIR]`: the time/memory suite.
 
+`vivit bench faults` re-runs the fault table instead (`benchmarks.faults`).
+
 Every configuration runs in its own process (see `benchmarks.runner`); results go to
 `benchmarks/results/<model>_<hardware>_<date>/` (results.json, results.md, PNG plots).
 `--quick` is the CPU smoke grid (tiny debug ViT); the default grid is the GPU one.
@@ -172,6 +174,10 @@ def _base(args: argparse.Namespace, backbone: grid.Backbone, frames: int) -> Ben
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["faults"]:  # the fault table (issue 11): its own options
+        from benchmarks.faults import main as faults_main
+
+        return faults_main(argv[1:])
     args = _parser().parse_args(argv)
     device = device_info()
     on_gpu = device["kind"] == "cuda"

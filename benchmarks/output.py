@@ -17,6 +17,7 @@ from typing import Any
 from benchmarks.plots import plot_train
 from benchmarks.report import render, targets
 from benchmarks.system import REPO, hardware_tag
+from common.atomic import atomic_write_text
 
 RESULTS_ROOT = REPO / "benchmarks" / "results"
 
@@ -39,9 +40,7 @@ def _clean(value: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def write_section(

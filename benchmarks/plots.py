@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from common.atomic import atomic_save_figure  # noqa: E402
 
 
 def _slug(text: str) -> str:
@@ -67,9 +70,50 @@ def plot_train(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"train_{_slug(backbone)}.png"
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        atomic_save_figure(fig, path, dpi=100)
         plt.close(fig)
-        tmp.replace(path)
         written.append(path)
     return written
+
+
+def plot_time_to_accuracy(
+    curves: dict[str, list[dict[str, Any]]],
+    path: Path,
+    title: str,
+    target: float | None = None,
+) -> Path:
+    """Top-1 against training time and against training FLOPs, a line per arm.
+
+    Each curve point has `train_time_s`, `flops`, `top1_mean` and `top1_sd` (over seeds): the
+    line is the mean, the band +- one sd. `target` draws full fine-tuning's final top-1.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    colours = itertools.cycle(c["color"] for c in plt.rcParams["axes.prop_cycle"])
+    for (name, curve), colour in zip(curves.items(), colours, strict=False):
+        pts = [p for p in curve if p["top1_mean"] is not None]
+        if not pts:
+            continue
+        for ax, key, scale in ((axes[0], "train_time_s", 1.0), (axes[1], "flops", 1e-12)):
+            xs = [p[key] * scale for p in pts]
+            mean = [p["top1_mean"] for p in pts]
+            sd = [p["top1_sd"] or 0.0 for p in pts]
+            ax.plot(xs, mean, "o-", color=colour, label=name, ms=4)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(mean, sd, strict=True)],
+                [m + s for m, s in zip(mean, sd, strict=True)],
+                color=colour,
+                alpha=0.18,
+                lw=0,
+            )
+    for ax, xlabel in zip(axes, ("training time s", "training TFLOP"), strict=True):
+        if target is not None:
+            ax.axhline(target, color="grey", ls="--", lw=0.8, label="full's final top-1")
+        ax.set(xlabel=xlabel, ylabel="val top-1 % (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path

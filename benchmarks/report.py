@@ -513,3 +513,8 @@ def render(results: dict[str, Any]) -> str:
         if key in results:
             lines += fn(results[key])
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table (header, separator, rows) followed by a blank line."""
+    return _table(header, rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.report import data_over_tensor
 from benchmarks.runner import run_all
 from benchmarks.specs import BenchSpec
 
@@ -33,4 +34,11 @@ def run_train(
 ) -> dict[str, Any]:
     """Every configuration in its own process; the section for results.json."""
     rows = run_all(specs, mem_budget_bytes=mem_budget_bytes, timeout_s=timeout_s, log=log)
+    key = ("backbone", "variant", "frames", "micro_batch")
+    for pair in data_over_tensor(rows):  # both sides of `--data` measured in this run
+        for r in rows:
+            fed = r.get("data_root") and r["status"] == "ok"
+            if fed and all(r[k] == pair[k] for k in key):
+                r["data_over_tensor"] = pair["data_over_tensor"]
+                r["tensor_step_time_median_s"] = pair["tensor_step_s"]
     return {"rows": rows, "memory_note": MEMORY_NOTE, "flops_formula": flops_formula()}

@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks.child import OOM_EXIT_CODE
 from benchmarks.specs import BenchSpec
+from common.atomic import atomic_write_text
 
 
 def _rss_peak_bytes() -> int:
@@ -33,9 +34,7 @@ def _rss_now_bytes() -> int:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 class _Clock:

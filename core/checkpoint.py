@@ -1,15 +1,7 @@
 """Checkpoints that are never half written: DeepSpeed state + trainable weights + meta.
 
-Layout of `<run>/checkpoints/step_0000100/`:
-  ds/…                 DeepSpeed engine state (optimizer, scheduler, per-rank ZeRO shards) for resume
-  model.safetensors    fp32 weights of the trained parts, ViViTFE key names (frozen mode:
-                       `temporal_head.*` only — the frozen spatial weights are referenced, not copied)
-  rng_rank{R}.json     each rank's RNG states (plain JSON), so a resumed run continues bit-for-bit
-  meta.json            step, mode, spatial weights path + sha256, config, class names (+ the
-                       clip fps / duration cap of the training shards), for `vivit predict`
-  sha256.json          digest of every file above (`core.ckpt_manifest`); written last
-Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
-leaves only a `.tmp` folder that `resume=auto` ignores.
+The layout (file names, `.tmp` folders, what `model.safetensors` holds) is owned by
+`core.ckpt_format`; this module writes it and resumes from it.
 
 Loading never executes code from the checkpoint: resume first checks every file against
 `sha256.json`, then reads JSON, and DeepSpeed's torch files with `weights_only=True`.
@@ -17,6 +9,7 @@ Loading never executes code from the checkpoint: resume first checks every file 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import random
@@ -28,43 +21,115 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from common.atomic import commit
 from core import engine as ds_engine
+from core.ckpt_format import (
+    DS_TAG,
+    META_FILE,
+    STEP_PREFIX,
+    TMP_SUFFIX,
+    WEIGHTS_FILE,
+    checkpoint_name,
+    find_checkpoint,
+    read_meta,
+    rng_file,
+    stale_tmp_dirs,
+)
 from core.ckpt_manifest import CheckpointError, verify_manifest, write_manifest
-from core.init import META_FILE, STEP_PREFIX, WEIGHTS_FILE, find_checkpoint
+from core.configtools import ConfigError, flatten
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:07d}"
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (disk full, permissions...); names the folder and the
+    free space there. The partial save is removed."""
 
 
 def save_checkpoint(
-    engine: Any, run_dir: Path, step: int, meta: dict[str, Any], rank: int, keep: int
+    engine: Any,
+    run_dir: Path,
+    step: int,
+    meta: dict[str, Any],
+    rank: int,
+    keep: int,
+    extra_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Save on all ranks (collective); rank 0 renames the finished folder into place."""
+    """Save on all ranks (collective); rank 0 renames the finished folder into place.
+
+    `extra_weights` (full ViViTFE key names, e.g. a frozen `spatial.*` that exists in no file)
+    go into `model.safetensors` beside the engine's weights. Rank 0 first removes `.tmp`
+    folders left by saves that were killed.
+    """
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
-    tmp = root / (final.name + ".tmp")
+    tmp = root / (final.name + TMP_SUFFIX)
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_tmp(run_dir)
         tmp.mkdir(parents=True)
     ds_engine.barrier()
-    engine.save_checkpoint(str(tmp), tag="ds", save_latest=False)
-    weights = ds_engine.trainable_state_dict(engine)
-    (tmp / _rng_file(rank)).write_text(json.dumps(_rng_state()))
-    ds_engine.barrier()
-    if rank == 0:
-        prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
-        save_file({prefix + k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
-        write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        _prune(root, keep)
+    try:
+        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        weights = ds_engine.trainable_state_dict(engine)
+        (tmp / rng_file(rank)).write_text(json.dumps(_rng_state()))
+        ds_engine.barrier()
+        if rank == 0:
+            prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
+            tensors = {prefix + k: v.contiguous() for k, v in weights.items()}
+            tensors.update(
+                {k: v.detach().float().cpu().contiguous() for k, v in (extra_weights or {}).items()}
+            )
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
+            write_manifest(tmp)
+            commit(tmp, final)
+            _prune(root, keep)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_error(final, exc) from exc
     ds_engine.barrier()
     return final
+
+
+_DISK_FULL_SIGNS = ("No space left", "file write failed", "unexpected pos", "inline_container")
+"""What a full disk looks like inside torch's zip writer, which raises RuntimeError without
+an errno (`[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file
+data/0: file write failed`)."""
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def _save_error(final: Path, exc: BaseException) -> CheckpointSaveError:
+    folder = final.parent
+    free = _free_bytes(folder)
+    room = "unknown" if free is None else f"{free / 2**20:.1f} MiB"
+    full = getattr(exc, "errno", None) == errno.ENOSPC or any(
+        sign in str(exc) for sign in _DISK_FULL_SIGNS
+    )
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    why = "the disk is full" if full else "the write failed"
+    return CheckpointSaveError(
+        f"saving checkpoint {final.name} into {folder} failed: {why} ({room} free there; "
+        f"{type(exc).__name__}: {cause}). The partial save was removed; free space or point "
+        "out_dir at a larger disk, then rerun with resume=auto"
+    )
+
+
+def remove_stale_tmp(run_dir: Path) -> list[Path]:
+    """Delete `checkpoints/step_*.tmp` folders of killed saves (rank 0, outside a save)."""
+    stale = stale_tmp_dirs(run_dir / "checkpoints")
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s (a checkpoint save that never finished)", folder)
+    return stale
 
 
 def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
@@ -79,13 +144,77 @@ def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
         step = int(json.loads(meta_file.read_text())["step"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_file}: no valid step ({type(exc).__name__}: {exc})") from None
-    ds_engine.load_engine_state(engine, path, tag="ds")
-    rng_file = path / _rng_file(rank)
-    if rng_file.is_file():
-        _set_rng_state(rng_file)
+    ds_engine.load_engine_state(engine, path, tag=DS_TAG)
+    rng_path = path / rng_file(rank)
+    if rng_path.is_file():
+        _set_rng_state(rng_path)
     else:
-        log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_file)
+        log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_path)
     return step
+
+
+RESUME_MAY_CHANGE = (
+    "out_dir",
+    "resume",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_max_videos",
+    "train.ckpt_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "data.root",
+    "data.synthetic",
+    "data.synth_clips",
+    "data.synth_size",
+    "data.workers",
+    "data.decoder",
+    "data.val_split",
+    "data.eval_clips",
+    "data.eval_crops",
+    "data.eval_batch_size",
+    "tracking.",
+)
+"""Config keys (or `prefix.`es) a resumed run may change: where things are, how long to train,
+how often to log, evaluate and save, and tracking. Any other difference (model, data sampling,
+optimiser, precision, seed, batch) makes a different experiment, so the resume is refused."""
+
+
+def resume_target(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint `resume` (`auto`, a path, or None) points at, or None for a fresh start."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    return find_checkpoint(resume)
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE)
+
+
+def check_resume_config(config: dict[str, Any], ckpt: Path | None) -> None:
+    """Raise `ConfigError` when `config` differs from the one `ckpt` was trained with in a key
+    outside `RESUME_MAY_CHANGE` (call before anything is written to the run directory)."""
+    if ckpt is None:
+        return
+    saved = read_meta(ckpt).get("config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint saved without its config: nothing to compare
+    old = flatten(json.loads(json.dumps(saved, default=str)))
+    new = flatten(json.loads(json.dumps(config, default=str)))
+    missing = object()
+    changed = [
+        f"{key} {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+        for key in sorted(set(old) | set(new))
+        if not _may_change(key) and old.get(key, missing) != new.get(key, missing)
+    ]
+    if changed:
+        raise ConfigError(
+            f"resume from {ckpt} refused: the config differs from the one it was trained with: "
+            f"{', '.join(changed)}. Keep those values to continue this run, or start another "
+            "(a new out_dir, or resume=none to start over here)"
+        )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -97,13 +226,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    done = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if not p.name.endswith(".tmp"))
+    done = sorted(p for p in root.glob(f"{STEP_PREFIX}*") if not p.name.endswith(TMP_SUFFIX))
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _rng_file(rank: int) -> str:
-    return f"rng_rank{rank}.json"
 
 
 def _rng_state() -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from common.atomic import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -162,7 +164,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type | None
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({problem})") from None
         node[parts[-1]] = value
 
 
@@ -187,7 +193,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config file {where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data
@@ -195,10 +207,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config (atomically: temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,23 +1,18 @@
 """Temporal-transformer initialisation: random, copied image-ViT blocks, or an earlier run.
 
-Checkpoint layout (written by the trainer's checkpoint code, read here):
-`RUN/checkpoints/step_XXXXXXX/{model.safetensors, meta.json}`; `model.safetensors` holds the
-ViViTFE state-dict keys of the trained parts (`temporal_head.*` always, `spatial.*` only after a
-full-mode run); `meta.json` holds `{"step", "mode", "spatial_weights": {"path", "sha256"} | null}`.
-A directory counts as a checkpoint only once `meta.json` exists (it is written last).
+An earlier run's checkpoint is read through `core.ckpt_format`, which owns its layout
+(`find_checkpoint`, `read_checkpoint_weights`; re-exported here for existing callers).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
-from core.ckpt_manifest import MANIFEST_FILE, verify_manifest
+from core.ckpt_format import find_checkpoint, read_checkpoint_weights
 from core.spatial import file_sha256, load_spatial_weights, load_vit_state
 from core.temporal import TemporalConfig, resize_temporal_pos
 
@@ -26,57 +21,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "meta.json"
-STEP_PREFIX = "step_"
-
-
-def _is_checkpoint(path: Path) -> bool:
-    return (path / META_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-
-
-def _step_of(path: Path) -> int:
-    try:
-        return int(path.name.removeprefix(STEP_PREFIX))
-    except ValueError:
-        return -1
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory itself, or the newest complete one under a run (or checkpoints) dir."""
-    path = Path(path)
-    if _is_checkpoint(path):
-        return path
-    for parent in (path / "checkpoints", path):
-        if not parent.is_dir():
-            continue
-        candidates = [
-            p for p in parent.glob(f"{STEP_PREFIX}*") if _step_of(p) >= 0 and _is_checkpoint(p)
-        ]
-        if candidates:
-            return max(candidates, key=_step_of)
-    raise FileNotFoundError(
-        f"no complete checkpoint at {path}: expected {WEIGHTS_FILE} + {META_FILE} there or in "
-        f"{path}/checkpoints/{STEP_PREFIX}NNNNNNN/"
-    )
-
-
-def read_checkpoint_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(state dict, meta) of the checkpoint `find_checkpoint(path)` picks."""
-    ckpt = find_checkpoint(path)
-    if (ckpt / MANIFEST_FILE).is_file():  # copies of just these two files carry no manifest
-        verify_manifest(ckpt, only=(META_FILE, WEIGHTS_FILE))
-    try:
-        meta = json.loads((ckpt / META_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{ckpt / META_FILE}: invalid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{ckpt / META_FILE}: expected a JSON object, got {type(meta).__name__}")
-    try:
-        weights = load_safetensors(str(ckpt / WEIGHTS_FILE), device="cpu")
-    except Exception as exc:  # SafetensorError has no file name in it
-        raise ValueError(f"{ckpt / WEIGHTS_FILE}: not a safetensors file ({exc})") from None
-    return weights, meta
+__all__ = [
+    "copy_image_blocks",
+    "find_checkpoint",
+    "init_temporal",
+    "load_checkpoint_init",
+    "read_checkpoint_weights",
+]
 
 
 def copy_image_blocks(model: ViViTFE) -> None:
@@ -134,7 +85,8 @@ def _load_temporal_head(model: ViViTFE, state: dict[str, Tensor], source: str) -
     adapter_keys = [k for k in own if k.startswith("adapter.")]
     saved_adapter = [k for k in saved if k.startswith("adapter.")]
     missing = [k for k in temporal_keys if k not in saved]
-    unexpected = [k for k in saved if k not in own and not k.startswith("adapter.")]
+    optional = ("adapter.", "head_norm.")  # may be absent on either side
+    unexpected = [k for k in saved if k not in own and not k.startswith(optional)]
     if saved_adapter and sorted(saved_adapter) != sorted(adapter_keys):
         missing += [k for k in adapter_keys if k not in saved]
         unexpected += [k for k in saved_adapter if k not in own]
@@ -158,6 +110,10 @@ def _load_temporal_head(model: ViViTFE, state: dict[str, Tensor], source: str) -
     classifier = [k for k in own if k.startswith("head.")]
     if all(k in saved and saved[k].shape == own[k].shape for k in classifier):
         load.update({k: saved[k] for k in classifier})
+        # the running statistics of the feature normalisation in front of the classifier
+        norm = [k for k in own if k.startswith("head_norm.")]
+        if norm and all(k in saved and saved[k].shape == own[k].shape for k in norm):
+            load.update({k: saved[k] for k in norm})
     else:
         # Another class set (e.g. a temporal transformer trained on a larger video set).
         classes = own["head.weight"].shape[0]

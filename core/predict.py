@@ -4,6 +4,8 @@ The model is rebuilt from the checkpoint alone: the config in its `meta.json`, i
 weights (`model.safetensors`, both checked against `sha256.json`), and in frozen mode the
 spatial weights from the path the checkpoint pins, refused unless that file still has the pinned
 sha256. Class names are the ones stored in the checkpoint at save time, not a shard directory.
+Video files and decoders are `launch.predict`'s (the composition root of prediction): this
+module takes the views already decoded and normalised, so `core/` never imports `data/`.
 """
 
 from __future__ import annotations
@@ -16,15 +18,13 @@ from typing import Any
 
 import torch
 
+from core.ckpt_format import HEAD_WEIGHT, find_checkpoint, read_checkpoint_weights
 from core.config import ExperimentConfig
 from core.configtools import ConfigError, from_dict
 from core.evaluate import multiview_logits
-from core.init import find_checkpoint, read_checkpoint_weights
 from core.model import build_model
 
 log = logging.getLogger(__name__)
-
-HEAD_WEIGHT = "temporal_head.head.weight"
 
 
 class PredictError(ValueError):
@@ -80,16 +80,14 @@ def _check_spatial_source(meta: dict[str, Any], state: dict[str, torch.Tensor], 
         )
 
 
-class Predictor:
-    """A checkpoint's model on one device, and the decoder for its views."""
+class CheckpointClassifier:
+    """A checkpoint's model on one device, its class names and its evaluation views' geometry.
 
-    def __init__(
-        self,
-        checkpoint: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        decoder: str | None = None,
-    ) -> None:
+    Knows nothing of video files or decoders: `launch.predict` reads the views (`data/`) and
+    hands them here normalised.
+    """
+
+    def __init__(self, checkpoint: str | Path, *, device: str | torch.device | None = None):
         try:
             self.checkpoint = find_checkpoint(checkpoint)
             state, self.meta = read_checkpoint_weights(self.checkpoint)
@@ -116,9 +114,7 @@ class Predictor:
             raise PredictError(str(err)) from None
         self.model = model.to(self.device, self.dtype).eval()
         self.mean, self.std = tuple(model.spatial.mean), tuple(model.spatial.std)
-        data = self.cfg.data
-        self.views = data.eval_clips * data.eval_crops
-        self.dali = self._dali(decoder or data.decoder)
+        self.views = self.cfg.data.eval_clips * self.cfg.data.eval_crops
 
     def _classes(self, num_classes: int) -> list[str]:
         names = self.meta.get("classes")
@@ -137,56 +133,14 @@ class Predictor:
             )
         return [str(n) for n in names]
 
-    def _dali(self, choice: str):
-        from data.dali_decode import DaliClipDecoder, dali_available
-
-        if choice not in ("auto", "dali", "pyav"):
-            raise PredictError(f"decoder {choice!r}: expected auto, dali or pyav")
-        if choice == "pyav":
-            return None
-        if not dali_available():
-            if choice == "dali":
-                raise PredictError("decoder 'dali' asked for, but nvidia-dali is not importable")
-            return None
-        return DaliClipDecoder(
-            max_batch=self.views,
-            size=self.cfg.spatial.img_size,
-            mean=self.mean,
-            std=self.std,
-            device=self.device,
-            num_threads=1,
-        )
-
     @torch.no_grad()
-    def predict(self, video: str | Path, top_k: int = 5) -> Prediction:
-        """Top-`top_k` classes of one video file (`data.video_file.VideoFileError` if unreadable)."""
-        from data.video_file import eval_views, probe_video, read_views
-
-        data = self.cfg.data
-        info = probe_video(video)
-        views = eval_views(
-            info,
-            frames=data.frames,
-            sampling=data.sampling,
-            stride=data.stride,
-            clips=data.eval_clips,
-            crops=data.eval_crops,
-            clip_fps=self.meta.get("clip_fps"),
-            clip_max_seconds=self.meta.get("clip_max_seconds"),
-        )
-        clips, decoder = read_views(
-            info,
-            views,
-            size=self.cfg.spatial.img_size,
-            mean=self.mean,
-            std=self.std,
-            dali=self.dali,
-        )
-        logits = multiview_logits(lambda x: self.model(x.to(self.device, self.dtype)), clips[None])
+    def top(self, views: torch.Tensor, top_k: int = 5) -> list[ClassScore]:
+        """Top-`top_k` classes of one video from its normalised `V×T×C×H×W` views (on any device,
+        in any float dtype): softmax of the logits averaged over the views, as evaluation."""
+        logits = multiview_logits(lambda x: self.model(x.to(self.device, self.dtype)), views[None])
         probs = logits[0].softmax(-1).cpu()
         values, indices = probs.topk(min(top_k, len(self.classes)))
-        top = [
+        return [
             ClassScore(int(i), self.classes[int(i)], float(p))
             for p, i in zip(values.tolist(), indices.tolist(), strict=True)
         ]
-        return Prediction(str(video), len(views), decoder, top)

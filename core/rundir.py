@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -16,9 +18,9 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary name and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(
+        path, json.dumps({k: _clean(v) for k, v in data.items()}, indent=2, default=str)
+    )
 
 
 class MetricsLog:

@@ -15,6 +15,8 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from core.configtools import ConfigError
+
 
 @dataclass
 class SpatialConfig:
@@ -36,6 +38,10 @@ class SpatialConfig:
     def __post_init__(self) -> None:
         if self.img_size < 8:
             raise ValueError(f"spatial.img_size must be >= 8, got {self.img_size}")
+
+
+class WeightsError(ValueError):
+    """A spatial weights file that cannot be read, or does not fit the ViT; names the file."""
 
 
 class SpatialTokens(NamedTuple):
@@ -70,12 +76,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors/pickle errors come in many types
-        raise ValueError(f"{path}: not a readable weights file ({exc})") from exc
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from exc
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(
+        raise WeightsError(
             f"{path}: expected a dict of tensors (optionally under 'state_dict'/'model')"
         )
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -122,7 +128,7 @@ def load_vit_state(vit: VisionTransformer, state: dict[str, Tensor], source: str
             parts.append(f"unexpected keys: {_names(unexpected)}")
         if wrong:
             parts.append(f"shape mismatches: {_names(wrong)}")
-        raise ValueError("; ".join(parts))
+        raise WeightsError("; ".join(parts))
     vit.load_state_dict(state, strict=True)
 
 
@@ -144,15 +150,17 @@ class SpatialTransformer(nn.Module):
                 cfg.model, pretrained=False, num_classes=0, img_size=cfg.img_size, **kwargs
             )
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"spatial.model={cfg.model!r} could not be built: {exc}") from exc
+            raise ConfigError(f"spatial.model={cfg.model!r} could not be built: {exc}") from exc
         if not isinstance(vit, VisionTransformer):
-            raise ValueError(
+            raise ConfigError(
                 f"spatial.model={cfg.model!r} is a {type(vit).__name__}, not a timm VisionTransformer"
             )
         self.vit = vit
         self.depth = len(vit.blocks)
         if not -self.depth <= cfg.layer < self.depth:
-            raise ValueError(f"spatial.layer={cfg.layer} out of range for a {self.depth}-block ViT")
+            raise ConfigError(
+                f"spatial.layer={cfg.layer} out of range for a {self.depth}-block ViT"
+            )
         self.layer = cfg.layer
         self.embed_dim: int = vit.embed_dim
         self.num_heads: int = vit.blocks[0].attn.num_heads

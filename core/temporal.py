@@ -18,6 +18,9 @@ from torch import Tensor, nn
 class TemporalConfig:
     """Late-fusion temporal encoder and how it is initialised."""
 
+    kind: Literal["transformer", "mean"] = "transformer"
+    """`transformer`: ViViT-FE's temporal encoder; `mean`: the average of the frame tokens
+    (Scenic ViViT's `spatial_only_baseline`, the bag-of-frames control: no order, no params)."""
     depth: int = 4
     """Temporal transformer blocks."""
     width: int | None = None
@@ -36,12 +39,26 @@ class TemporalConfig:
     """Temporal position embedding init; std-0.02 `normal` lets the model ignore order for long."""
     head_dropout: float = 0.0
     """Dropout before the classification head."""
+    head_norm: Literal["batch", "none"] = "batch"
+    """Normalise the temporal output across the batch before the classifier (BatchNorm
+    without affine, as MAE's linear probe): the zero-initialised head then sees centred,
+    unit-scale features from step 0 instead of a near-constant vector, which is what kept
+    every arm at chance for hundreds of steps (README, "The two-stage recipe")."""
 
     def __post_init__(self) -> None:
         if self.depth < 1:
             raise ValueError(f"temporal.depth must be >= 1, got {self.depth}")
         if self.init == "checkpoint" and not self.checkpoint:
             raise ValueError("temporal.init=checkpoint needs temporal.checkpoint=PATH")
+        if self.head_norm not in ("batch", "none"):
+            raise ValueError(f"temporal.head_norm={self.head_norm!r}: expected batch or none")
+        if self.kind not in ("transformer", "mean"):
+            raise ValueError(f"temporal.kind={self.kind!r}: expected transformer or mean")
+        if self.kind == "mean" and (self.init == "image" or self.width is not None):
+            raise ValueError(
+                "temporal.kind=mean has no blocks or projection: use temporal.init random or "
+                "checkpoint and leave temporal.width unset"
+            )
 
 
 def block_style(reference: nn.Module | None) -> dict[str, Any]:
@@ -153,3 +170,38 @@ class TemporalTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return x[:, 0]
+
+
+class FrameMean(nn.Module):
+    """The spatial-only baseline: the mean of the T frame tokens (order-blind, no parameters).
+
+    Keeps the attributes the rest of the model reads off a temporal encoder (`width`,
+    `num_frames`, `num_heads`, an empty `blocks`).
+    """
+
+    def __init__(self, in_dim: int, num_frames: int) -> None:
+        super().__init__()
+        self.width = in_dim
+        self.num_frames = num_frames
+        self.num_heads = 0
+        self.blocks = nn.Sequential()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if tokens.ndim != 3 or tokens.shape[1] != self.num_frames:
+            raise ValueError(
+                f"frame mean built for {self.num_frames} frames got tokens {tuple(tokens.shape)}"
+            )
+        return tokens.mean(dim=1)
+
+
+def build_temporal(
+    cfg: TemporalConfig,
+    in_dim: int,
+    num_frames: int,
+    spatial_heads: int,
+    reference_block: nn.Module | None = None,
+) -> TemporalTransformer | FrameMean:
+    """The temporal encoder `cfg.kind` names."""
+    if cfg.kind == "mean":
+        return FrameMean(in_dim, num_frames)
+    return TemporalTransformer(cfg, in_dim, num_frames, spatial_heads, reference_block)

@@ -1,66 +1,25 @@
-"""Training loop: frozen spatial forward outside the engine, DeepSpeed step, eval, checkpoints."""
+"""One optimiser micro-step of ViViT-FE: frozen spatial forward outside the engine, DeepSpeed
+step over the trainable parts only."""
 
 from __future__ import annotations
 
 import logging
-import math
-import statistics
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm import tqdm
 
+from common.seeding import seed_torch
 from core import engine as ds_engine
-from core.checkpoint import checkpoint_name, latest_checkpoint, resume_checkpoint, save_checkpoint
-from core.configtools import dump_yaml, flatten, to_dict
-from core.evaluate import evaluate
 from core.freezing import freeze_spatial, trainable_module
-from core.memory import PeakMemory
 from core.model import build_model
 from core.optim import warmup_cosine
 from core.params import count_params, param_groups
-from core.rundir import MetricsLog, write_json_atomic
-from core.spatial import file_sha256
-from core.tracking import Tracker
+from core.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from core.config import ExperimentConfig
 
-
-@dataclass
-class TrainConfig:
-    """Step budget, batch sizes and logging cadence."""
-
-    steps: int = 1000
-    """Optimiser steps."""
-    micro_batch_size: int = 8
-    """Clips per rank per forward (DeepSpeed `train_micro_batch_size_per_gpu`)."""
-    grad_accum: int = 1
-    """Micro-batches accumulated per optimiser step."""
-    log_every: int = 10
-    """Steps between loss/throughput records (metrics.jsonl and MLflow)."""
-    eval_every: int = 0
-    """0: evaluate only at the end."""
-    eval_max_videos: int | None = None
-    """Cap on evaluated videos (None: the whole validation split)."""
-    ckpt_every: int = 0
-    """0: checkpoint only at the end."""
-    keep_checkpoints: int = 2
-    """Newest checkpoints kept in `out_dir/checkpoints/`; older ones are deleted."""
-    progress: bool = True
-    """Progress bar on rank 0."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"train.steps must be >= 0, got {self.steps}")
-        if self.micro_batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("train.micro_batch_size and train.grad_accum must be >= 1")
-        if self.keep_checkpoints < 1:
-            raise ValueError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-
+__all__ = ["TrainConfig", "Trainer"]
 
 log = logging.getLogger("vivit")
 
@@ -81,7 +40,8 @@ class Trainer:
             cfg.engine, cfg.optim, cfg.train.micro_batch_size, cfg.train.grad_accum, on_gpu
         )
         self.dtype = ds_engine.compute_dtype(self.ds_config)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        # identical initial weights on every rank (and dropout streams from the same seed)
+        seed_torch(cfg.seed, "model-init")
         self.model = build_model(cfg, num_classes)
         self.frozen = cfg.mode == "frozen"
         if self.frozen:
@@ -117,17 +77,23 @@ class Trainer:
             return self.engine(tokens)
         return self.engine(frames)
 
-    def train_step(self, frames: torch.Tensor, labels: torch.Tensor) -> float:
-        """One micro-batch; DeepSpeed steps the optimiser at each accumulation boundary."""
+    def train_step(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One micro-batch; DeepSpeed steps the optimiser at each accumulation boundary.
+
+        Returns the loss as a 0-dim tensor on the device: reading it (`float()`) waits for the
+        device, so the training loop does that only on logging steps.
+        """
         self.engine.train()
         logits = self.forward(frames)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        loss = torch.nn.functional.cross_entropy(
+            logits.float(), labels.to(logits.device, non_blocking=True)
+        )
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         if boundary:
             self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def eval_forward(self, frames: torch.Tensor) -> torch.Tensor:
         self.engine.eval()
@@ -137,241 +103,3 @@ class Trainer:
     @property
     def lr(self) -> float:
         return float(max(self.engine.get_lr()))
-
-
-def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
-    """A whole `vivit train` run: data, model, steps, eval, checkpoints, run directory, MLflow."""
-    from data.loader import ensure_dataset, open_train_batches, read_manifest
-    from data.manifest import require_splits
-
-    wall_start = time.perf_counter()
-    rank, world = ds_engine.init_distributed()
-    run_dir = Path(cfg.out_dir)
-    if rank == 0:
-        ensure_dataset(cfg.data, cfg.seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, run_dir / "config.yaml")
-    ds_engine.barrier()
-    manifest = read_manifest(cfg.data.root)
-    require_splits(
-        manifest,
-        cfg.data.root,
-        {"data.train_split": cfg.data.train_split, "data.val_split": cfg.data.val_split},
-    )
-    num_classes = len(manifest["classes"])
-    trainer = Trainer(cfg, num_classes)
-    data_kw = _data_kwargs(cfg, trainer)
-    start_step = _resume(cfg, trainer, run_dir, rank)
-    tracker = Tracker(cfg.tracking, run_dir, enabled=rank == 0)
-    if start_step == 0:
-        tracker.log_params(flatten(to_dict(cfg)) | trainer.param_counts)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
-    if rank == 0:
-        log.info(
-            "mode=%s spatial=%s frames=%d trainable=%s frozen=%s precision=%s device=%s world=%d",
-            cfg.mode,
-            cfg.spatial.model,
-            cfg.data.frames,
-            f"{trainer.param_counts['trainable_params']:,}",
-            f"{trainer.param_counts['frozen_params']:,}",
-            ds_engine.dtype_name(trainer.dtype),
-            trainer.device,
-            world,
-        )
-    train_batches = open_train_batches(
-        cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
-    )
-    status = "FAILED"
-    try:
-        step_times, result = _train_loop(cfg, trainer, train_batches, start_step, metrics, tracker)
-        if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
-            _save(cfg, trainer, run_dir, rank)  # before the eval: a failing eval loses nothing
-        eval_result = _evaluate(cfg, trainer, data_kw)
-        metrics.write({"step": trainer.step, "event": "eval", **eval_result})
-        tracker.log_metrics(eval_result, step=trainer.step)
-        clips_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
-        median = statistics.median(step_times) if step_times else float("nan")
-        summary = {
-            "mode": cfg.mode,
-            "spatial_model": cfg.spatial.model,
-            "adapter": cfg.adapter.kind,
-            "temporal_init": cfg.temporal.init,
-            "frames": cfg.data.frames,
-            "img_size": cfg.spatial.img_size,
-            "top1": eval_result["top1"],
-            "top5": eval_result["top5"],
-            "val_loss": eval_result["val_loss"],
-            "val_videos": eval_result["val_videos"],
-            "steps": trainer.step,
-            "step_time_median_s": median,
-            "clips_per_s": clips_per_step / median if step_times else float("nan"),
-            "train_time_s": result["train_time_s"],
-            "data_wait_s": result["data_wait_s"],
-            "peak_mem_bytes": result["peak_mem_bytes"],
-            "peak_mem_above_start_bytes": result["peak_mem_above_start_bytes"],
-            "peak_mem_kind": result["peak_mem_kind"],
-            **trainer.param_counts,
-            "world_size": world,
-            "micro_batch_size": cfg.train.micro_batch_size,
-            "grad_accum": cfg.train.grad_accum,
-            "precision": ds_engine.dtype_name(trainer.dtype),
-            "zero_stage": trainer.engine.zero_optimization_stage(),
-            "device": str(trainer.device),
-            **{k: v for k, v in train_batches.stats().items() if isinstance(v, (int, float))},
-            "wall_s": time.perf_counter() - wall_start,
-        }
-        if rank == 0:
-            write_json_atomic(run_dir / "summary.json", summary)
-            tracker.log_metrics(
-                {k: v for k, v in summary.items() if isinstance(v, (int, float))}, trainer.step
-            )
-            tracker.log_artifact(run_dir / "summary.json")
-            tracker.log_artifact(run_dir / "config.yaml")
-        status = "FINISHED"
-        return summary
-    finally:
-        train_batches.close()
-        tracker.close(status)
-
-
-def _train_loop(
-    cfg: ExperimentConfig,
-    trainer: Trainer,
-    source: Any,
-    start_step: int,
-    metrics: MetricsLog,
-    tracker: Tracker,
-) -> tuple[list[float], dict[str, Any]]:
-    tc = cfg.train
-    run_dir = Path(cfg.out_dir)
-    clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
-    stream = iter(source.batches(start_step))
-    memory = PeakMemory(trainer.device)
-    memory.start()
-    step_times: list[float] = []
-    train_time = data_wait = 0.0
-    bar = tqdm(
-        total=tc.steps,
-        initial=start_step,
-        disable=trainer.rank != 0 or not tc.progress,
-        desc=f"train[{cfg.mode}]",
-        dynamic_ncols=True,
-    )
-    try:
-        while trainer.step < tc.steps:
-            t0 = time.perf_counter()
-            wait = 0.0
-            losses = []
-            for _ in range(tc.grad_accum):
-                w0 = time.perf_counter()
-                frames, labels = next(stream)
-                wait += time.perf_counter() - w0
-                losses.append(trainer.train_step(frames, labels))
-            _sync(trainer.device)
-            dt = time.perf_counter() - t0
-            step_times.append(dt)
-            train_time += dt
-            data_wait += wait
-            loss = sum(losses) / len(losses)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {trainer.step}: stopping")
-            bar.update(1)
-            step = trainer.step
-            if step % tc.log_every == 0 or step == tc.steps:
-                record = {
-                    "step": step,
-                    "loss": loss,
-                    "lr": trainer.lr,
-                    "step_time_s": dt,
-                    "clips_per_s": clips_per_step / dt,
-                    "data_wait_s": wait,
-                    **{k: v for k, v in source.stats().items() if isinstance(v, (int, float))},
-                }
-                metrics.write(record)
-                tracker.log_metrics(record, step=step)
-                bar.set_postfix(
-                    loss=f"{loss:.3f}", lr=f"{trainer.lr:.2e}", clips_s=f"{clips_per_step / dt:.1f}"
-                )
-            if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                result = _evaluate(cfg, trainer, _data_kwargs(cfg, trainer))
-                metrics.write({"step": step, "event": "eval", **result})
-                tracker.log_metrics(result, step=step)
-            if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
-                _save(cfg, trainer, run_dir, trainer.rank)
-    finally:
-        bar.close()
-        memory.stop()
-    return step_times, {
-        "train_time_s": train_time,
-        "data_wait_s": data_wait,
-        "peak_mem_bytes": memory.peak_bytes,
-        "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
-        "peak_mem_kind": memory.kind,
-    }
-
-
-def _data_kwargs(cfg: ExperimentConfig, trainer: Trainer) -> dict[str, Any]:
-    spatial = trainer.model.spatial
-    return dict(
-        img_size=cfg.spatial.img_size,
-        mean=tuple(spatial.mean),
-        std=tuple(spatial.std),
-        rank=trainer.rank,
-        world_size=trainer.world_size,
-        device=trainer.device,
-        dtype=trainer.input_dtype,
-    )
-
-
-def _evaluate(cfg: ExperimentConfig, trainer: Trainer, data_kw: dict[str, Any]) -> dict[str, float]:
-    from data.loader import open_eval_batches
-
-    batches = open_eval_batches(
-        cfg.data,
-        batch_size=cfg.data.eval_batch_size,
-        max_videos=cfg.train.eval_max_videos,
-        **data_kw,
-    )
-    return evaluate(trainer.eval_forward, batches, trainer.device)
-
-
-def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:
-    if cfg.resume is None:
-        return 0
-    if cfg.resume == "auto":
-        path = latest_checkpoint(run_dir)
-        if path is None:
-            return 0
-    else:
-        path = Path(cfg.resume)
-    step = resume_checkpoint(trainer.engine, path, rank)
-    trainer.step = step
-    if rank == 0:
-        log.info("resumed from %s at step %d", path, step)
-    return step
-
-
-def _has_checkpoint(run_dir: Path, step: int) -> bool:
-    latest = latest_checkpoint(run_dir)
-    return latest is not None and latest.name == checkpoint_name(step)
-
-
-def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> Path:
-    spatial_weights = None
-    if cfg.mode == "frozen" and cfg.spatial.weights:
-        spatial_weights = {
-            "path": str(Path(cfg.spatial.weights).resolve()),
-            "sha256": file_sha256(cfg.spatial.weights),
-        }
-    from data.manifest import checkpoint_labels, read_manifest
-
-    labels = checkpoint_labels(read_manifest(cfg.data.root), cfg.data.train_split)
-    meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg), **labels}
-    return save_checkpoint(
-        trainer.engine, run_dir, trainer.step, meta, rank, cfg.train.keep_checkpoints
-    )
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)

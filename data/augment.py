@@ -10,6 +10,7 @@ metadata disagrees with its video cannot send a decoder outside the frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -74,11 +75,9 @@ def mirror(box: Box) -> Box:
     return (y0, x1, y1, x0)
 
 
-def crop_resize_normalise(
-    frames: torch.Tensor, box: Box, size: int, mean: torch.Tensor, std: torch.Tensor
-) -> torch.Tensor:
-    """uint8 `T×H×W×C` -> normalised float `T×C×size×size` (the PyAV path's version of DALI's ops);
-    the relative box is scaled to the decoded frames' own size."""
+def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    """uint8 `T×H×W×C` -> uint8 `T×C×size×size` (the PyAV path's version of DALI's crop + flip +
+    resize); the relative box is scaled to the decoded frames' own size."""
     h, w = frames.shape[1:3]
     y0, x0, y1, x1 = (min(max(float(v), 0.0), 1.0) for v in box)
     y0, y1, x0, x1 = y0 * h, y1 * h, x0 * w, x1 * w
@@ -92,4 +91,26 @@ def crop_resize_normalise(
     )
     if flip:
         clip = clip.flip(-1)
-    return (clip / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return clip.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def normalise(
+    frames: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype
+) -> torch.Tensor:
+    """uint8 `...×C×H×W` -> `(x / 255 - mean) / std` in `dtype`, on the frames' own device.
+
+    Run on the training device after the copy, so the host and the copy carry uint8 (4x fewer
+    bytes than float32), as timm's `PrefetchLoader` does.
+    """
+    shape = (3, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=frames.device).view(shape)
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=frames.device)
+    out = frames.to(dtype)
+    return out.mul_(scale.to(dtype)).sub_(shift.view(shape).to(dtype))
+
+
+def crop_resize_normalise(
+    frames: torch.Tensor, box: Box, size: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """`crop_resize` then `normalise` to float32 (the reference the decoders are tested against)."""
+    return normalise(crop_resize(frames, box, size), mean, std, torch.float32)

@@ -1,35 +1,52 @@
-"""Main-process side of the input pipeline: worker jobs -> decoded batches on the device."""
+"""Main-process side of the input pipeline: worker jobs -> decoded batches on the device.
+
+Clips stay uint8 until they are on the training device (a quarter of float32's bytes through
+the host and the copy); `data.augment.normalise` then scales them there in the compute dtype.
+On a GPU the host side of a batch sits in pinned memory so the copy does not block the host.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
+from data.augment import normalise
 from data.dali_decode import DaliClipDecoder
+from data.pyav_decode import decode_views
 
 log = logging.getLogger(__name__)
 
 
 class Batcher:
-    """Main-process side: groups jobs into batches, decodes the DALI ones, moves to device."""
+    """Groups worker jobs into batches, decodes the DALI ones, moves and normalises each batch.
+
+    Yields `(frames V-view B×V×T×C×H×W in dtype, labels B)` on `device`. A clip DALI cannot
+    decode is tried once more with PyAV (NVDEC refuses some sizes and profiles that the CPU
+    decodes) before it is counted in `corrupt_skipped`.
+    """
 
     def __init__(
         self,
-        loader: torch.utils.data.DataLoader,
+        jobs: Iterator[dict],
         decoder: DaliClipDecoder | None,
+        *,
         batch_size: int,
+        size: int,
         device: torch.device,
         dtype: torch.dtype,
+        mean: Sequence[float],
+        std: Sequence[float],
         counters: dict,
         max_skipped: int,
     ):
-        self.loader, self.decoder, self.batch_size = loader, decoder, batch_size
-        self.device, self.dtype, self.counters = device, dtype, counters
+        self.jobs, self.decoder, self.batch_size = jobs, decoder, batch_size
+        self.size, self.device, self.dtype = size, device, dtype
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.counters = counters
         self.max_skipped = max_skipped
-        self._warned = False
+        self._warned: set[str] = set()
         self._since_good = 0  # records skipped since the last usable one
 
     def _skipped(self, n: int) -> None:
@@ -42,8 +59,25 @@ class Batcher:
                 "the split is corrupt or mislabelled (the first bad record is logged above)"
             )
 
+    def _warn_once(self, reason: str) -> None:
+        kind = reason.split(" at ")[0]
+        if kind not in self._warned:
+            log.warning("%s; decoding such clips with PyAV on the CPU (logged once)", reason)
+            self._warned.add(kind)
+
+    def _retry_on_cpu(self, job: dict) -> torch.Tensor | None:
+        """The job's views decoded by PyAV, or None when the CPU cannot decode it either."""
+        try:
+            frames = decode_views(job["data"], job["views"], self.size)
+        except Exception as e:  # truly corrupt: counted by the caller
+            log.debug("PyAV could not decode a clip DALI refused either: %s", e)
+            return None
+        self.counters["cpu_fallback_clips"] += 1
+        self._warn_once("DALI could not decode a clip")
+        return frames
+
     def _decode(self, jobs: list[dict]) -> list[tuple[torch.Tensor, int]]:
-        """(V×T×C×S×S clip, label) for every job that decodes; bad ones are counted."""
+        """(uint8 V×T×C×S×S clip, label) for every job that decodes; bad ones are counted."""
         flat = [(j["data"], idx, box) for j in jobs if "data" in j for idx, box in j["views"]]
         decoded, bad_views = (None, [])
         if flat:
@@ -53,17 +87,18 @@ class Batcher:
         out, pos = [], 0
         for job in jobs:
             if "frames" in job:
-                if job.get("fallback") and not self._warned:
-                    log.warning(
-                        "DALI cannot decode this codec on %s; decoding with PyAV", self.device
-                    )
-                    self._warned = True
+                if job.get("fallback"):
+                    self._warn_once(job["fallback"])
                 out.append((job["frames"], job["label"]))
                 continue
             start, v = pos, len(job["views"])
             pos += v
             if any(start <= b < start + v for b in bad):
-                self.counters["corrupt_skipped"] += 1
+                frames = self._retry_on_cpu(job)
+                if frames is None:
+                    self.counters["corrupt_skipped"] += 1
+                else:
+                    out.append((frames, job["label"]))
                 continue
             row = start - sum(1 for b in bad if b < start)  # DALI returns only the good views
             out.append((decoded[row : row + v], job["label"]))
@@ -72,13 +107,7 @@ class Batcher:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         ready: list[tuple[torch.Tensor, int]] = []
         pending: list[dict] = []
-        it = iter(self.loader)
-        t0 = time.perf_counter()
-        while True:
-            try:
-                job = next(it)
-            except StopIteration:
-                break
+        for job in self.jobs:
             if "__corrupt__" in job:
                 self.counters["corrupt_skipped"] += int(job["__corrupt__"])
                 self._skipped(int(job["__corrupt__"]))
@@ -96,14 +125,12 @@ class Batcher:
                 ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
-                yield self._emit(ready[: self.batch_size], t0)
+                yield self._emit(ready[: self.batch_size])
                 ready = ready[self.batch_size :]
-                t0 = time.perf_counter()
         ready += self._decode(pending)
         while ready:
-            yield self._emit(ready[: self.batch_size], t0)
+            yield self._emit(ready[: self.batch_size])
             ready = ready[self.batch_size :]
-            t0 = time.perf_counter()
 
     def _count_bad(self, kind: str, detail: str) -> None:
         key = f"bad_{kind}_skipped"
@@ -111,9 +138,29 @@ class Batcher:
             log.warning("skipping %s (further ones are only counted: %s)", detail, key)
         self.counters[key] += 1
 
-    def _emit(self, items: list[tuple[torch.Tensor, int]], t0: float):
-        self.counters["data_wait_s"] += time.perf_counter() - t0
+    def _emit(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         self.counters["clips"] += len(items)
-        frames = torch.stack([f for f, _ in items]).to(self.device, self.dtype, non_blocking=True)
-        labels = torch.tensor([lab for _, lab in items], dtype=torch.long, device=self.device)
-        return frames, labels
+        frames = to_device([f for f, _ in items], self.device)
+        labels = torch.tensor([lab for _, lab in items], dtype=torch.long)
+        if self.device.type == "cuda":
+            labels = labels.pin_memory()
+        labels = labels.to(self.device, non_blocking=True)
+        return normalise(frames, self.mean, self.std, self.dtype), labels
+
+
+def to_device(clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Stack uint8 clips, some already on `device` (DALI mixed), some on the host (PyAV)."""
+    if all(c.device == device for c in clips):
+        return torch.stack(clips)
+    host = [i for i, c in enumerate(clips) if c.device.type == "cpu"]
+    if len(host) == len(clips) and device.type == "cpu":
+        return torch.stack(clips)
+    out = torch.empty((len(clips), *clips[0].shape), dtype=torch.uint8, device=device)
+    staged = torch.stack([clips[i] for i in host])
+    if device.type == "cuda":
+        staged = staged.pin_memory()
+    out[host] = staged.to(device, non_blocking=True)
+    on_device = [i for i in range(len(clips)) if i not in set(host)]
+    if on_device:
+        out[on_device] = torch.stack([clips[i] for i in on_device])
+    return out

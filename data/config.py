@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,8 +31,15 @@ class DataConfig:
     """Source frames between sampled frames for `sampling: stride`."""
     decoder: Literal["auto", "dali", "pyav"] = "auto"
     """`auto`: DALI (mixed on GPU, cpu otherwise) where the codec allows, else PyAV."""
-    workers: int = 2
-    """DataLoader workers feeding encoded bytes (and PyAV decoding)."""
+    workers: int | None = None
+    """DataLoader worker processes reading shards (and decoding with PyAV where DALI cannot);
+    None: one per core, at most 8."""
+    dali_threads: int | None = None
+    """DALI's CPU threads (crop/resize on CPU, bitstream handling on GPU); None: one per core,
+    at most 4."""
+    prefetch: int = 2
+    """Batches decoded ahead of the training step by a background thread (0: decode in series
+    with the step, the synchronous reference)."""
     shuffle_buffer: int = 256
     """WebDataset shuffle buffer, in clips (bigger mixes shards better, costs memory)."""
     min_scale: float = 0.35
@@ -55,5 +63,19 @@ class DataConfig:
             raise ValueError(f"data.min_scale must be in (0, 1], got {self.min_scale}")
         if self.eval_clips < 1:
             raise ValueError(f"data.eval_clips must be >= 1, got {self.eval_clips}")
-        if self.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0 or null, got {self.workers}")
+        if self.dali_threads is not None and self.dali_threads < 1:
+            raise ValueError(f"data.dali_threads must be >= 1 or null, got {self.dali_threads}")
+        if self.prefetch < 0:
+            raise ValueError(f"data.prefetch must be >= 0, got {self.prefetch}")
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers is not None else min(8, _cores())
+
+    def resolved_dali_threads(self) -> int:
+        return self.dali_threads or min(4, _cores())
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))

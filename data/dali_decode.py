@@ -1,9 +1,10 @@
-"""DALI clip decoding: encoded bytes + per-sample frame indices + crop box -> normalised clips.
+"""DALI clip decoding: encoded bytes + per-sample frame indices + crop box -> uint8 clips.
 
 Bytes, INT32 frame indices and the ROI arrive through `external_source`, so the sampling and
 augmentation policy stays in Python (shared with the PyAV path) and DALI does the heavy
-work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize, normalise. The ROI is
-relative to the decoded frame (`data.augment`), so metadata sizes never reach DALI.
+work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize. Output stays uint8
+(normalisation happens on the training device in its compute dtype: `data.augment.normalise`).
+The ROI is relative to the decoded frame (`data.augment`), so metadata sizes never reach DALI.
 """
 
 from __future__ import annotations
@@ -22,6 +23,25 @@ log = logging.getLogger(__name__)
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 MIXED_CODECS = CPU_CODECS | {"h264", "hevc", "av1", "mpeg4"}
 
+# NVDEC refuses frames below a per-codec minimum ("Video is too small in at least one dimension.
+# Provided: 32x32 vs supported: 48x16" for H.264 on an H100, and the pipeline is then invalid).
+# H.264's is measured; the others are NVDEC's published decoder caps, rounded up where unsure.
+NVDEC_MIN_SIZE = {
+    "h264": (48, 16),
+    "mpeg4": (48, 16),
+    "vp8": (48, 16),
+    "mjpeg": (64, 64),
+    "hevc": (144, 144),
+    "vp9": (128, 128),
+    "av1": (128, 128),
+}
+
+
+def gpu_decodable(codec: str, width: int, height: int) -> bool:
+    """Whether NVDEC takes a `width`×`height` video of `codec` (else: decode it on the CPU)."""
+    min_w, min_h = NVDEC_MIN_SIZE.get(codec, (0, 0))
+    return width >= min_w and height >= min_h
+
 
 def dali_available() -> bool:
     try:
@@ -32,21 +52,17 @@ def dali_available() -> bool:
 
 
 class DaliClipDecoder:
-    """One DALI pipeline; `decode()` takes up to `max_batch` clips and returns `N×T×C×S×S`."""
+    """One DALI pipeline; `decode()` takes up to `max_batch` clips, returns uint8 `N×T×C×S×S`."""
 
     def __init__(
         self,
         *,
         max_batch: int,
         size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
         device: torch.device,
         num_threads: int = 2,
     ):
         self.max_batch, self.size = max_batch, size
-        self.mean = [float(m) * 255.0 for m in mean]
-        self.std = [float(s) * 255.0 for s in std]
         self.device = device
         self.gpu = device.type == "cuda"
         self.num_threads = num_threads
@@ -81,10 +97,9 @@ class DaliClipDecoder:
                 roi_end=roi_end,
                 roi_relative=True,  # of the decoded frame: metadata sizes are never trusted
                 antialias=True,
+                dtype=types.UINT8,
             )
-            return fn.crop_mirror_normalize(
-                video, mean=self.mean, std=self.std, output_layout="FCHW", dtype=types.FLOAT
-            )
+            return fn.transpose(video, perm=[0, 3, 1, 2])  # FHWC -> FCHW
 
         p = pipe()
         p.build()
@@ -103,6 +118,10 @@ class DaliClipDecoder:
         if self.gpu:
             return torch.from_dlpack(out.as_tensor()).clone()
         return torch.from_numpy(out.as_array().copy())
+
+    def close(self) -> None:
+        """Drop the pipeline now; it is rebuilt on the next decode."""
+        self._pipe = None
 
     def decode(
         self, items: Sequence[tuple[bytes, np.ndarray, Box]]

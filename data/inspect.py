@@ -26,7 +26,8 @@ class InspectReport:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """No problems and no test-decode failures (either makes `vivit shards inspect` fail)."""
+        return not self.problems and not self.decode_failures
 
 
 def _records(tar_path: Path) -> dict[str, dict[str, bytes]]:

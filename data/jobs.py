@@ -16,7 +16,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from common.seeding import numpy_rng
 from data.augment import eval_boxes, mirror, random_resized_crop
+from data.dali_decode import gpu_decodable
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
@@ -50,13 +52,12 @@ class ClipJobs(torch.utils.data.IterableDataset):
         sampling: str,
         stride: int,
         size: int,
-        mean: tuple,
-        std: tuple,
         min_scale: float,
         flip: tuple[bool, list[int]],
         eval_clips: int,
         eval_crops: int,
         dali_codecs: frozenset[str] | None,
+        gpu: bool,
         seed: int,
         start_step: int,
         num_classes: int,
@@ -64,10 +65,10 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
         self.frames, self.sampling, self.stride, self.size = frames, sampling, stride, size
-        self.mean, self.std, self.min_scale = mean, std, min_scale
+        self.min_scale = min_scale
         self.may_flip, self.flip_label = flip
         self.eval_clips, self.eval_crops = eval_clips, eval_crops
-        self.dali_codecs = dali_codecs
+        self.dali_codecs, self.gpu = dali_codecs, gpu
         self.seed, self.start_step = seed, start_step
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
@@ -93,18 +94,22 @@ class ClipJobs(torch.utils.data.IterableDataset):
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
-            return {"label": label, "data": data, "views": views}
+            if not self.gpu or gpu_decodable(codec, meta["width"], meta["height"]):
+                return {"label": label, "data": data, "views": views}
+            fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
+        else:
+            fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
         return {
             "label": label,
-            "frames": decode_views(data, views, self.size, self.mean, self.std),
-            "fallback": self.dali_codecs is not None,
+            "frames": decode_views(data, views, self.size),
+            "fallback": fallback,
         }
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng(
-            [self.seed, self.stream.rank, self.stream.world, wid, nw, self.start_step]
+        rng = numpy_rng(
+            self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
         )
         for sample in self.stream:
             if "__corrupt__" in sample:

@@ -11,8 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_json
+
 MANIFEST = "manifest.json"
 VIDEO_EXTS = ("mp4", "webm")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read, or lacks what the run needs; names the file."""
 
 
 def shard_name(split: str, index: int) -> str:
@@ -21,10 +27,7 @@ def shard_name(split: str, index: int) -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temporary name then rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2, sort_keys=False)
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
@@ -35,10 +38,10 @@ def read_manifest(root: str | os.PathLike) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise ManifestError(f"{path}: not valid JSON ({e})") from e
     for key in ("classes", "splits"):
         if key not in manifest:
-            raise ValueError(f"{path}: missing key '{key}'")
+            raise ManifestError(f"{path}: missing key '{key}'")
     manifest.setdefault("flip_safe", True)
     manifest.setdefault("flip_pairs", [])
     return manifest
@@ -59,7 +62,7 @@ def require_splits(manifest: dict, root: str | os.PathLike, splits: dict[str, st
         shards = have.get(split, {}).get("shards") if isinstance(have.get(split), dict) else None
         if not shards:
             state = "has no shards" if split in have else "is not"
-            raise ValueError(
+            raise ManifestError(
                 f"split '{split}' ({key}) {state} in {Path(root) / MANIFEST} "
                 f"(splits there: {sorted(have)}): build it, or set {key} to one of them"
             )

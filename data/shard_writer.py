@@ -7,10 +7,10 @@ re-run of the build skip it.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
+from common.atomic import atomic_path
 from data.manifest import shard_name
 
 
@@ -34,7 +34,8 @@ class ShardWriter:
         self._bytes = 0
 
     def _open(self) -> None:
-        self._tmp = self.out / f".{shard_name(self.split, self.index)}.tmp"
+        self._commit = atomic_path(self.out / shard_name(self.split, self.index))
+        self._tmp = self._commit.__enter__()
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by close_shard)
         self._count = self._bytes = 0
 
@@ -57,8 +58,7 @@ class ShardWriter:
             return
         self._tar.close()
         final = self.out / shard_name(self.split, self.index)
-        assert self._tmp is not None
-        os.replace(self._tmp, final)
+        self._commit.__exit__(None, None, None)  # renames the finished tar into place
         self.finished.append({"name": final.name, "count": self._count})
         self._tar, self._tmp = None, None
         self.index += 1

@@ -9,7 +9,6 @@ with PyAV inside the workers instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import torch
 from data.batcher import Batcher
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
+from data.fork import forking
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
+from data.prefetch import Prefetcher
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
@@ -35,13 +36,13 @@ def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | N
     return MIXED_CODECS if device.type == "cuda" else CPU_CODECS
 
 
-def _dataloader(jobs: ClipJobs, workers: int) -> torch.utils.data.DataLoader:
-    kw = {"prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {}
+def _dataloader(jobs: ClipJobs, workers: int, persistent: bool) -> torch.utils.data.DataLoader:
+    kw = {"prefetch_factor": 4, "persistent_workers": persistent} if workers > 0 else {}
     return torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers, **kw)
 
 
 class StreamingBatches:
-    """Common state of the train and eval batch sources."""
+    """Common state of the train and eval batch sources: shards, decoder, counters, prefetch."""
 
     def __init__(
         self,
@@ -71,50 +72,77 @@ class StreamingBatches:
             self._dali = DaliClipDecoder(
                 max_batch=batch_size * views,
                 size=img_size,
-                mean=mean,
-                std=std,
                 device=device,
-                num_threads=max(1, min(4, (os.cpu_count() or 2))),
+                num_threads=cfg.resolved_dali_threads(),
             )
         self.decoder = self._dali.name if self._dali else "pyav"
         self.counters = {
             "corrupt_skipped": 0,
             "bad_label_skipped": 0,
             "bad_meta_skipped": 0,
-            "data_wait_s": 0.0,
+            "cpu_fallback_clips": 0,
             "clips": 0,
         }
+        self._prefetchers: list[Prefetcher] = []
 
     def stats(self) -> dict[str, float]:
-        return dict(self.counters)
+        """Counters, and `data_wait_s`: time the consumer waited for batches (all passes)."""
+        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
 
     def close(self) -> None:
+        """Stop prefetch threads and release the DALI pipeline; safe to call twice."""
+        for p in self._prefetchers:
+            p.close()
+        if self._dali is not None:
+            self._dali.close()
         self._dali = None
 
-    def _decoded(self, stream: ShardStream, **job_options) -> Batcher:
-        """Clip jobs from `stream` (sampling, crop boxes) decoded and batched on the device."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _jobs(self, stream: ShardStream, **job_options) -> ClipJobs:
         cfg = self.cfg
-        jobs = ClipJobs(
+        return ClipJobs(
             stream,
             frames=cfg.frames,
             sampling=cfg.sampling,
             stride=cfg.stride,
             size=self.img_size,
-            mean=self.mean,
-            std=self.std,
             dali_codecs=self.dali_codecs,
+            gpu=self.device.type == "cuda",
             num_classes=self.num_classes,
             **job_options,
         )
-        return Batcher(
-            _dataloader(jobs, cfg.workers),
-            self._dali,
-            self.batch_size,
-            self.device,
-            self.dtype,
-            self.counters,
-            max_skipped=max(1000, sum(count for _, count in self.shards)),
+
+    def _batched(self, loader: torch.utils.data.DataLoader) -> Prefetcher:
+        """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer."""
+        # The DataLoader's iterator (which forks its workers) is made here, in the caller's
+        # thread, never from the prefetch thread; `forking` keeps DALI garbage out of them.
+        with forking():
+            jobs = iter(loader)
+        prefetcher = Prefetcher(
+            lambda: iter(
+                Batcher(
+                    jobs,
+                    self._dali,
+                    batch_size=self.batch_size,
+                    size=self.img_size,
+                    device=self.device,
+                    dtype=self.dtype,
+                    mean=self.mean,
+                    std=self.std,
+                    counters=self.counters,
+                    max_skipped=max(1000, sum(count for _, count in self.shards)),
+                )
+            ),
+            depth=self.cfg.prefetch,
+            device=self.device,
         )
+        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
+        return prefetcher
 
 
 class TrainBatchSource(StreamingBatches):
@@ -150,7 +178,7 @@ class TrainBatchSource(StreamingBatches):
             resample=self.resample,
             shuffle_buffer=cfg.shuffle_buffer,
         )
-        batcher = self._decoded(
+        jobs = self._jobs(
             stream,
             train=True,
             min_scale=cfg.min_scale,
@@ -160,12 +188,21 @@ class TrainBatchSource(StreamingBatches):
             seed=self.seed,
             start_step=start_step,
         )
-        for frames, labels in batcher:
-            yield frames[:, 0], labels
+        loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False)
+        batched = self._batched(loader)
+        try:
+            for frames, labels in batched:
+                yield frames[:, 0], labels
+        finally:  # the consumer stopped early (or the generator was dropped)
+            batched.close()
 
 
 class EvalBatchSource(StreamingBatches):
-    """One exact pass over this rank's share of the val split, `(B×V×T×C×H×W, B)`."""
+    """One exact pass over this rank's share of the val split per iteration, `(B×V×T×C×H×W, B)`.
+
+    Build it once per run and iterate it at every evaluation: the DALI pipeline and the
+    DataLoader's worker processes are kept between passes.
+    """
 
     def __init__(
         self,
@@ -184,9 +221,6 @@ class EvalBatchSource(StreamingBatches):
         views = cfg.eval_clips * cfg.eval_crops
         super().__init__(cfg, cfg.val_split, device, dtype, batch_size, views, img_size, mean, std)
         self.rank, self.world, self.max_videos = rank, world_size, max_videos
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        cfg = self.cfg
         stream = ShardStream(
             self.shards,
             rank=self.rank,
@@ -195,7 +229,7 @@ class EvalBatchSource(StreamingBatches):
             epochs=1,
             limit=self.max_videos,
         )
-        yield from self._decoded(
+        jobs = self._jobs(
             stream,
             train=False,
             min_scale=1.0,
@@ -205,6 +239,20 @@ class EvalBatchSource(StreamingBatches):
             seed=0,
             start_step=0,
         )
+        self._loader = _dataloader(jobs, cfg.resolved_workers(), persistent=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._loader is None:
+            raise RuntimeError("this eval source is closed")
+        yield from self._batched(self._loader)
+
+    def close(self) -> None:
+        """Also stop the persistent DataLoader workers (else they live until garbage collection)."""
+        super().close()
+        workers = getattr(self._loader, "_iterator", None)
+        if workers is not None and hasattr(workers, "_shutdown_workers"):
+            workers._shutdown_workers()
+        self._loader = None
 
 
 def open_train_batches(

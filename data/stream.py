@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from webdataset.tariterators import tarfile_samples
 
+from common.seeding import int_seed, python_rng
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -105,7 +107,9 @@ def resampled(
     shards: list[tuple[str, int]], slot: Slot, errors: list[int], seed: int, start_step: int
 ) -> Iterator[dict]:
     """Endless shard draws with replacement; deterministic given seed, slot and start_step."""
-    rng = random.Random(hash((seed, slot.rank, slot.world, slot.worker, slot.workers, start_step)))
+    rng = python_rng(
+        seed, "shard-draw", slot.rank, slot.world, slot.worker, slot.workers, start_step
+    )
     while True:
         url = shards[rng.randrange(len(shards))][0]
         yield from tar_samples(url, errors)
@@ -146,7 +150,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             return
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
-            shuffle = None if self.shuffle_buffer <= 1 else hash((self.seed, epoch))
+            shuffle = (
+                None if self.shuffle_buffer <= 1 else int_seed(self.seed, "epoch-order", epoch)
+            )
             for sample in exact_pass(self.shards, slot, errors, shuffle):
                 if self.limit is None or sample.get("__index__", 0) < self.limit:
                     yield sample
@@ -156,7 +162,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         slot = current_slot(self.rank, self.world)
         errors = [0]
         reported = 0
-        rng = random.Random(hash((self.seed, slot.index, slot.total, self.start_step, "shuffle")))
+        rng = python_rng(self.seed, "shuffle", slot.index, slot.total, self.start_step)
         for sample in shuffled(self._source(slot, errors), self.shuffle_buffer, rng):
             if errors[0] > reported:
                 yield {"__corrupt__": errors[0] - reported}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.seeding import numpy_rng
+from data.fork import forking
 from data.manifest import MANIFEST, empty_manifest, set_split, write_json_atomic
 from data.shard_writer import ShardWriter
 from data.transcode import encode_frames
@@ -219,7 +221,7 @@ def load_objects(objects_dir: str | Path | None) -> tuple[list[str], list[str | 
 
 
 def _clip_rng(seed: int, split: str, i: int) -> np.random.Generator:
-    return np.random.default_rng([seed, 0 if split == "train" else 1, i])
+    return numpy_rng(seed, f"synthetic-clip-{split}", i)
 
 
 def synth_clip(
@@ -251,7 +253,7 @@ def _write_images(
     for name in names:
         (out / "images" / split / name).mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        rng = np.random.default_rng([seed, 2 if split == "train" else 3, i])
+        rng = numpy_rng(seed, f"synthetic-image-{split}", i)
         p = sample_params(rng, size, len(objects))
         img = p.background.copy()
         # wide position/scale range: the pretrained CLS must not encode where or how big
@@ -299,6 +301,10 @@ def make_synthetic(
     """Write train/val shards, `manifest.json` and `images/{train,val}/<object>/*.png` to `out`."""
     if size % 2 or size < 8:
         raise ValueError(f"size must be even and >= 8, got {size}")
+    if clips < 1 or val_clips < 1:
+        raise ValueError(f"clips and val_clips must be >= 1, got {clips} and {val_clips}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2 (a clip shows motion), got {frames}")
     if codec not in ("vp9", "h264"):
         raise ValueError(f"codec must be vp9 or h264, got '{codec}'")
     out = Path(out)
@@ -333,7 +339,9 @@ def make_synthetic(
         ]
         writer = ShardWriter(out, split, max_bytes=2**62)
         if workers > 1 and len(jobs) > 1:
-            with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            with forking():
+                pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
+            with pool:
                 chunks = pool.imap(_encode_chunk, jobs)
                 _write_chunks(writer, chunks, split, seed, frames, size, codec, ext, names)
         else:

@@ -137,10 +137,12 @@ def prepare_video(
     fps: float | None = None,
     gop: int = 8,
     max_seconds: float | None = None,
+    min_frames: int = 2,
 ) -> EncodedVideo:
     """Decode `path` fully (proves it is readable), then re-encode or stream-copy it.
 
     `copy` keeps every frame of the first video stream, so it ignores `fps` and `max_seconds`.
+    Fewer than `min_frames` kept frames is not a video (e.g. a still image named `.mp4`).
     """
     path = Path(path)
     if codec == "copy":
@@ -178,6 +180,11 @@ def prepare_video(
             raise SkipVideo(f"undecodable: {e}") from e
     if not frames:
         raise SkipVideo("no decodable frames")
+    if len(frames) < min_frames:
+        raise SkipVideo(
+            f"only {len(frames)} frame(s) ({src_codec}), fewer than --min-frames {min_frames}: "
+            "not a video"
+        )
     if codec == "copy":
         try:
             data, ext = _remux(path, 0, src_codec)

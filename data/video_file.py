@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from data.augment import Box, eval_boxes
-from data.dali_decode import DaliClipDecoder
+from data.dali_decode import DaliClipDecoder, gpu_decodable
 from data.pyav_decode import decode_views
 from data.sampling import eval_indices
 from data.transcode import codec_name, kept_frames
@@ -116,18 +116,21 @@ def read_views(
     views: Sequence[tuple[np.ndarray, Box]],
     *,
     size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
     dali: DaliClipDecoder | None,
 ) -> tuple[torch.Tensor, str]:
-    """(`V×T×C×size×size` normalised views, name of the decoder that made them)."""
+    """(uint8 `V×T×C×size×size` views, name of the decoder that made them); normalise them on
+    the model's device (`data.augment.normalise`), as the shard loader does."""
     data = info.path.read_bytes()
-    if dali is not None and info.codec in dali.codecs:
+    if (
+        dali is not None
+        and info.codec in dali.codecs
+        and (not dali.gpu or gpu_decodable(info.codec, info.width, info.height))
+    ):
         decoded, bad = dali.decode([(data, idx, box) for idx, box in views])
         if decoded is not None and not bad:
             return decoded, dali.name
         log.warning("%s: DALI could not decode it; trying PyAV", info.path)
     try:
-        return decode_views(data, views, size, mean, std), "pyav"
+        return decode_views(data, views, size), "pyav"
     except Exception as exc:  # FFmpeg errors come in many types
         raise VideoFileError(f"{info.path}: cannot decode its frames ({exc})") from None

@@ -1,8 +1,8 @@
 """`vivit ablate`: adapter (none/mlp/attn) x temporal init (random/image/stage-1), all frozen.
 
-Same inputs, cache, MLflow store and report format as `vivit demo`; each cell is a frozen
-run at T frames with the stage-2 step budget. The stage-1 column reuses one stage-1 run (its
-time is counted in each of those rows, as the method pays it).
+Same inputs, cache, MLflow store, seeds and report format as `vivit demo`; each cell is a
+frozen run at T frames with the stage-2 step budget. The stage-1 column reuses one stage-1
+run per seed (its time is counted in each of those rows, as the method pays it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         EXPERIMENT,
         ablation_arms,
         "vivit ablate: adapter x temporal initialisation (frozen spatial)",
-        baseline=False,
+        baseline=None,
     )
 
 

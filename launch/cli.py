@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("launch.config", "list config keys (type, default, meaning) or show a resolved one"),
     "demo": ("launch.demo", "the method vs full fine-tuning on the built-in synthetic set"),
     "ablate": ("launch.ablate", "adapter x temporal-init grid on the built-in synthetic set"),
-    "bench": ("benchmarks.cli", "time/memory benchmark suite (train, frames, data, recipe)"),
+    "bench": (
+        "benchmarks.cli",
+        "time/memory benchmark suite (train, frames, data, recipe); faults: the fault table",
+    ),
 }
 
 

@@ -1,7 +1,10 @@
 """`vivit eval CONFIG.yaml checkpoint=DIR [key=value ...]`: multi-view top-1/top-5 of a checkpoint.
 
 The checkpoint's weights are loaded through the same path as `temporal.init=checkpoint`
-(trained parts from `model.safetensors`, frozen spatial weights from the file its meta names).
+(trained parts from `model.safetensors`; frozen spatial weights from the file its meta names,
+or from `model.safetensors` itself when the run had no weights file). The shard set must have
+the checkpoint's classes; a mismatch, like a bad config or a missing file, is a one-line error
+with exit code 2.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import os
 import sys
 
-from core.configtools import ConfigError
+from launch.errors import run_reported
 from launch.logging_setup import setup_logging
 
 
@@ -31,24 +34,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    overrides = rest + [
+        "temporal.init=checkpoint",
+        f"temporal.checkpoint={ckpt[0]}",
+        "temporal.load_spatial=true",
+    ]
+    return run_reported("vivit eval", lambda: _evaluate(args.config, overrides))
+
+
+def _evaluate(config: str, overrides: list[str]) -> int:
     from core.config import load_config
+    from launch.run import evaluate_checkpoint
 
-    try:
-        cfg = load_config(
-            args.config,
-            rest
-            + [
-                "temporal.init=checkpoint",
-                f"temporal.checkpoint={ckpt[0]}",
-                "temporal.load_spatial=true",
-            ],
-        )
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"vivit eval: {err}", file=sys.stderr)
-        return 2
-    from core.evaluation_run import evaluate_checkpoint
-
-    result = evaluate_checkpoint(cfg)
+    result = evaluate_checkpoint(load_config(config, overrides))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
     return 0

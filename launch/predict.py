@@ -4,6 +4,9 @@ Each file is decoded directly (DALI where it handles the codec here, else PyAV) 
 evaluation uses, and the checkpoint's model averages its logits over them. Class names come
 from the checkpoint. Errors (a missing or unreadable video, a checkpoint whose pinned spatial
 weights are missing or changed) are one line on stderr and exit status 2.
+
+`Predictor` is the composition root of prediction, as `launch.run` is of training: the one
+place where the video files and decoders (`data/`) meet the checkpoint's model (`core/`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launch.logging_setup import setup_logging
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +43,81 @@ def _parser() -> argparse.ArgumentParser:
         help="default: the checkpoint's data.decoder",
     )
     return p
+
+
+class Predictor:
+    """Prediction composed: a checkpoint's model (`core.predict`) and the decoders that read video
+    files into its evaluation views (`data.video_file`), normalised on the model's device.
+
+    A context manager: `close()` drops the DALI pipeline.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        decoder: str | None = None,
+    ) -> None:
+        from core.predict import CheckpointClassifier
+
+        self.classifier = CheckpointClassifier(checkpoint, device=device)
+        c = self.classifier
+        self.checkpoint, self.meta, self.cfg = c.checkpoint, c.meta, c.cfg
+        self.classes, self.model = c.classes, c.model
+        self.dali = self._dali(decoder or self.cfg.data.decoder)
+
+    def _dali(self, choice: str):
+        from core.predict import PredictError
+        from data.dali_decode import DaliClipDecoder, dali_available
+
+        if choice not in ("auto", "dali", "pyav"):
+            raise PredictError(f"decoder {choice!r}: expected auto, dali or pyav")
+        if choice == "pyav":
+            return None
+        if not dali_available():
+            if choice == "dali":
+                raise PredictError("decoder 'dali' asked for, but nvidia-dali is not importable")
+            return None
+        return DaliClipDecoder(
+            max_batch=self.classifier.views,
+            size=self.cfg.spatial.img_size,
+            device=self.classifier.device,
+            num_threads=1,
+        )
+
+    def predict(self, video: str | Path, top_k: int = 5):
+        """Top-`top_k` classes of one video file (`data.video_file.VideoFileError` if unreadable)."""
+        from core.predict import Prediction
+        from data.augment import normalise
+        from data.video_file import eval_views, probe_video, read_views
+
+        c, data = self.classifier, self.cfg.data
+        info = probe_video(video)
+        views = eval_views(
+            info,
+            frames=data.frames,
+            sampling=data.sampling,
+            stride=data.stride,
+            clips=data.eval_clips,
+            crops=data.eval_crops,
+            clip_fps=self.meta.get("clip_fps"),
+            clip_max_seconds=self.meta.get("clip_max_seconds"),
+        )
+        clips, used = read_views(info, views, size=self.cfg.spatial.img_size, dali=self.dali)
+        frames = normalise(clips.to(c.device), c.mean, c.std, c.dtype)
+        return Prediction(str(video), len(views), used, c.top(frames, top_k))
+
+    def close(self) -> None:
+        if self.dali is not None:
+            self.dali.close()
+        self.dali = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def report(predictor, predictions) -> dict:
@@ -68,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for video in args.videos:  # fail on a bad file before paying for the model
             probe_video(video)
-        from core.predict import PredictError, Predictor
+        from core.predict import PredictError
 
         try:
-            predictor = Predictor(args.checkpoint, device=args.device, decoder=args.decoder)
-            predictions = [predictor.predict(v, args.top_k) for v in args.videos]
+            with Predictor(args.checkpoint, device=args.device, decoder=args.decoder) as predictor:
+                predictions = [predictor.predict(v, args.top_k) for v in args.videos]
         except PredictError as err:
             print(f"vivit predict: {err}", file=sys.stderr)
             return 2

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from core.pretrain import PretrainConfig, pretrain
+from launch.image_pretrain import PretrainConfig, pretrain
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=float, default=256.0, help="target shard size in MB")
     b.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     b.add_argument("--strict", action="store_true", help="exit non-zero if any video is skipped")
+    b.add_argument(
+        "--min-frames",
+        type=int,
+        default=2,
+        help="skip (and report) videos with fewer decoded frames, e.g. a still image named .mp4",
+    )
+    b.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read label rows whose path lies outside --videos (refused by default)",
+    )
+    b.add_argument(
+        "--drop-conflicts",
+        action="store_true",
+        help="leave out videos listed under two labels (by default the build refuses them)",
+    )
 
     i = sub.add_parser(
         "inspect", help="summarise a shard directory and check it against its manifest"
@@ -70,15 +86,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(a: argparse.Namespace) -> int:
-    opts = BuildOptions(
-        codec=a.codec,
-        short_side=a.short_side,
-        fps=a.fps,
-        gop=a.gop,
-        max_seconds=a.max_seconds,
-        shard_size_mb=a.shard_size,
-    )
     try:
+        opts = BuildOptions(
+            codec=a.codec,
+            short_side=a.short_side,
+            fps=a.fps,
+            gop=a.gop,
+            max_seconds=a.max_seconds,
+            shard_size_mb=a.shard_size,
+            min_frames=a.min_frames,
+        )
         pairs = parse_flip_pairs(a.flip_pairs) if a.flip_pairs is not None else None
         res = build_shards(
             a.videos,
@@ -89,6 +106,8 @@ def _build(a: argparse.Namespace) -> int:
             options=opts,
             workers=a.workers,
             flip_pairs=pairs,
+            allow_outside=a.allow_outside,
+            drop_conflicts=a.drop_conflicts,
         )
     except (LabelFileError, FileNotFoundError, ValueError) as e:
         print(f"vivit shards build: {e}", file=sys.stderr)
@@ -100,6 +119,16 @@ def _build(a: argparse.Namespace) -> int:
     )
     for note in res.notes:
         print(f"  note: {note}")
+    rows = res.rows
+    if rows.get("duplicate_rows"):
+        print(
+            f"  duplicates: {rows['duplicate_rows']} repeated label row(s) of "
+            f"{len(rows['duplicates'])} video(s) built once"
+        )
+    for c in rows.get("conflicts_dropped", []):
+        print(f"  left out {c['path']}: listed under {len(c['labels'])} labels {c['labels']}")
+    if rows.get("outside_videos"):
+        print(f"  read {len(rows['outside_videos'])} video(s) outside --videos (--allow-outside)")
     for s in res.skipped[:10]:
         print(f"  skipped {s['path']}: {s['reason']}")
     if len(res.skipped) > 10:
@@ -137,21 +166,31 @@ def _inspect(a: argparse.Namespace) -> int:
             print(f"  decode failure: {f}")
         for p in rep.problems:
             print(f"  PROBLEM: {p}")
+    if not rep.ok:
+        print(
+            f"vivit shards inspect: {len(rep.problems)} problem(s), "
+            f"{len(rep.decode_failures)} decode failure(s) in {a.dir}",
+            file=sys.stderr,
+        )
     return 0 if rep.ok else 1
 
 
 def _synth(a: argparse.Namespace) -> int:
     val = a.val_clips if a.val_clips is not None else max(1, a.clips // 4)
-    out = make_synthetic(
-        a.out,
-        clips=a.clips,
-        val_clips=val,
-        frames=a.frames,
-        size=a.size,
-        seed=a.seed,
-        codec=a.codec,
-        objects_dir=a.objects,
-    )
+    try:
+        out = make_synthetic(
+            a.out,
+            clips=a.clips,
+            val_clips=val,
+            frames=a.frames,
+            size=a.size,
+            seed=a.seed,
+            codec=a.codec,
+            objects_dir=a.objects,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"vivit shards synth: {e}", file=sys.stderr)
+        return 2
     print(f"synthetic set: {a.clips} train + {val} val clips of {a.frames}x{a.size}px -> {out}")
     return 0
 

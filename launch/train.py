@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by the deepspeed launcher
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.configtools import ConfigError  # noqa: E402
+from launch.errors import run_reported  # noqa: E402
 from launch.logging_setup import setup_logging  # noqa: E402
 
 
@@ -39,14 +40,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     setup_logging()
+    # SIGTERM (a scheduler's stop, the deepspeed launcher stopping its ranks) unwinds the run
+    # like Ctrl-C: the MLflow run is ended as KILLED and the process exits 143.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run_reported("vivit train", lambda: _train(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _train(args: argparse.Namespace) -> int:
     from core.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"vivit train: {err}", file=sys.stderr)
-        return 2
-    from core.trainer import run_training
+    cfg = load_config(args.config, args.overrides)
+    from launch.run import run_training
 
     summary = run_training(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -27,7 +27,7 @@ def main() -> None:
     trainer = tiny_trainer(*args[1:])
     initial = {k: v.detach().float().clone() for k, v in trainer.engine.module.state_dict().items()}
     stream = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=100 + trainer.rank).batches(0)
-    losses = [trainer.train_step(*next(stream)) for _ in range(3)]
+    losses = [float(trainer.train_step(*next(stream))) for _ in range(3)]
     final = ds_engine.trainable_state_dict(trainer.engine)
     save_file(
         {k: v.contiguous() for k, v in final.items()}, str(out / f"rank{trainer.rank}.safetensors")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.augment import crop_resize_normalise, eval_boxes
+from data.augment import crop_resize_normalise, eval_boxes, normalise
 from data.dali_decode import DaliClipDecoder
 from data.pyav_decode import decode_frames
 from data.sampling import eval_indices, train_indices
@@ -28,8 +28,6 @@ def test_dali_cpu_returns_requested_frames_exactly():
     dec = DaliClipDecoder(
         max_batch=2,
         size=32,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
         device=torch.device("cpu"),
         num_threads=1,
     )
@@ -38,7 +36,8 @@ def test_dali_cpu_returns_requested_frames_exactly():
         [(data, np.array(REQUEST), (0, 0, 1, 1)), (data, np.array(other), (0, 0, 1, 1))]
     )
     assert bad == []
-    values = (clips[:, :, 0, 16, 16] * 255).round()  # full-frame box: values pass through
+    assert clips.dtype == torch.uint8  # normalisation happens on the training device
+    values = clips[:, :, 0, 16, 16].float()  # full-frame box: values pass through
     assert values[0].tolist() == [float(level(i)) for i in REQUEST]
     assert values[1].tolist() == [float(level(i)) for i in other]
 
@@ -48,8 +47,6 @@ def test_dali_flags_undecodable_clip_and_keeps_the_rest():
     dec = DaliClipDecoder(
         max_batch=3,
         size=16,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
         device=torch.device("cpu"),
         num_threads=1,
     )
@@ -67,16 +64,11 @@ def test_dali_and_torch_views_agree():
     frames = np.repeat(frames, 4, axis=2)  # 32x32 made of flat 4x4 blocks
     data = encode_frames(frames, fps=8, codec="vp9", gop=4, lossless=True)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    dec = DaliClipDecoder(max_batch=1, size=16, mean=mean, std=std, device=torch.device("cpu"))
+    dec = DaliClipDecoder(max_batch=1, size=16, device=torch.device("cpu"))
     box = (0.0, 1.0, 1.0, 0.0)  # whole frame, mirrored
-    dali, _ = dec.decode([(data, np.array([1, 0]), box)])
-    ref = crop_resize_normalise(
-        torch.from_numpy(decode_frames(data, [1, 0])),
-        box,
-        16,
-        torch.tensor(mean),
-        torch.tensor(std),
-    )
+    clips, _ = dec.decode([(data, np.array([1, 0]), box)])
+    dali = normalise(clips, mean, std, torch.float32)
+    ref = crop_resize_normalise(torch.from_numpy(decode_frames(data, [1, 0])), box, 16, mean, std)
     assert dali.shape[1:] == ref.shape
     assert (dali[0] - ref).abs().mean() < 0.15  # chroma subsampling + resampling differences
 

@@ -24,7 +24,7 @@ def _optimizer_param_ids(trainer) -> set[int]:
 def _run(trainer, steps: int) -> list[float]:
     source = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=1)
     stream = source.batches(0)
-    return [trainer.train_step(*next(stream)) for _ in range(steps)]
+    return [float(trainer.train_step(*next(stream))) for _ in range(steps)]
 
 
 @pytest.mark.parametrize("zero_stage", [1, 2, 3])

@@ -21,12 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from core.ckpt_manifest import write_manifest
 from core.init import find_checkpoint
-from core.predict import PredictError, Predictor
+from core.predict import PredictError
+from data.augment import normalise
 from data.config import DataConfig
 from data.loader import open_eval_batches
 from data.synthetic import CLASSES, SHAPES, make_synthetic, synth_clip
 from data.transcode import encode_frames, kept_frames, prepare_video
 from data.video_file import VideoFileError, eval_views, probe_video, read_views
+from launch.predict import Predictor
 from tests.data_helpers import video_record, write_shard_set
 from tests.test_train_cli import tiny_args, vivit
 
@@ -139,8 +141,8 @@ def test_predict_text_names_classes(trained: dict[str, Path], videos) -> None:
 @slow
 @pytest.mark.parametrize("mode", ["full", "frozen"])
 def test_predictor_holds_the_checkpoint_weights(trained: dict[str, Path], mode: str) -> None:
-    predictor = Predictor(trained[mode], device="cpu")
-    own = predictor.model.state_dict()
+    with Predictor(trained[mode], device="cpu") as predictor:
+        own = predictor.model.state_dict()
     saved = load_file(str(find_checkpoint(trained[mode]) / "model.safetensors"))
     assert saved and all(torch.equal(own[k], v) for k, v in saved.items())
     if mode == "frozen":  # spatial weights from the pinned file, not from the run's config
@@ -210,7 +212,8 @@ def test_frozen_random_spatial_is_refused(trained: dict[str, Path], tmp_path: Pa
 @slow
 def test_checkpoint_without_class_names(trained: dict[str, Path], videos, tmp_path: Path) -> None:
     ckpt = _edited_copy(trained["full"], tmp_path / "step_0000002", classes=None)
-    pred = Predictor(ckpt, device="cpu").predict(videos[0][0], top_k=12)
+    with Predictor(ckpt, device="cpu") as predictor:
+        pred = predictor.predict(videos[0][0], top_k=12)
     assert sorted(c.label for c in pred.top) == sorted(f"class {i}" for i in range(12))
 
 
@@ -230,7 +233,7 @@ def test_file_views_equal_the_eval_loader_views(tmp_path: Path, decoder: str) ->
         root=str(root), frames=4, eval_clips=2, eval_crops=3, decoder=decoder, workers=0
     )
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    batches = open_eval_batches(
+    with open_eval_batches(
         cfg,
         batch_size=1,
         img_size=16,
@@ -240,16 +243,18 @@ def test_file_views_equal_the_eval_loader_views(tmp_path: Path, decoder: str) ->
         world_size=1,
         device=torch.device("cpu"),
         dtype=torch.float32,
-    )
-    (loader_views, labels), *rest = list(batches)
-    assert not rest and labels.tolist() == [1]
+    ) as batches:
+        (loader_views, labels), *rest = list(batches)
+        assert not rest and labels.tolist() == [1]
 
-    info = probe_video(video)
-    assert (info.frames, info.height, info.width, info.codec) == (10, 48, 32, "vp9")
-    views = eval_views(info, frames=4, sampling="uniform", stride=2, clips=2, crops=3)
-    dali = batches._dali if decoder == "dali" else None
-    clips, used = read_views(info, views, size=16, mean=mean, std=std, dali=dali)
+        info = probe_video(video)
+        assert (info.frames, info.height, info.width, info.codec) == (10, 48, 32, "vp9")
+        views = eval_views(info, frames=4, sampling="uniform", stride=2, clips=2, crops=3)
+        dali = batches._dali if decoder == "dali" else None
+        raw, used = read_views(info, views, size=16, dali=dali)
     assert used == ("dali-cpu" if decoder == "dali" else "pyav")
+    assert raw.dtype == torch.uint8
+    clips = normalise(raw, mean, std, torch.float32)
     assert clips.shape == loader_views[0].shape == (6, 4, 3, 16, 16)
     torch.testing.assert_close(clips, loader_views[0])
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from core.pretrain import random_resized_crop
+from launch.image_pretrain import random_resized_crop
 from launch.pretrain import main
 
 TINY = {"depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -104,3 +104,30 @@ def test_bad_input_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "no class sub-folders" in capsys.readouterr().err
     assert main([str(tmp_path), "--model", "x", "--out", out, "--model-kwargs", "[1"]) == 2
     assert "--model-kwargs" in capsys.readouterr().err
+
+
+def test_pretraining_shares_core_weight_decay_rule_and_schedule(tmp_path: Path) -> None:
+    """cls_token / pos_embed / norms / biases undecayed (as core.params), core's schedule."""
+    from core.optim import warmup_cosine
+    from launch.image_pretrain import PretrainConfig, build_model, make_optimizer
+
+    cfg = PretrainConfig(
+        images=str(tmp_path),
+        model="vit_tiny_patch16_224",
+        out=str(tmp_path / "w.safetensors"),
+        patch_size=8,
+        model_kwargs={"depth": 2, "embed_dim": 48, "num_heads": 3},
+        lr=1e-3,
+        warmup_steps=4,
+    )
+    model = build_model(cfg, num_classes=3)
+    opt, schedule = make_optimizer(model, cfg, steps=20)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert "cls_token" not in decayed and "pos_embed" not in decayed
+    assert "blocks.0.attn.qkv.weight" in decayed and "blocks.0.norm1.weight" not in decayed
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+    for step in range(6):
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * warmup_cosine(step, 4, 20, 0.01))
+        opt.step()
+        schedule.step()

@@ -18,7 +18,7 @@ def _losses(trainer, start: int, stop: int, accum: int) -> list[float]:
     stream = source.batches(start)
     out = []
     while trainer.step < stop:
-        out.append(trainer.train_step(*next(stream)))
+        out.append(float(trainer.train_step(*next(stream))))
     return out
 
 

@@ -1,5 +1,10 @@
 """Image-classification pretraining of the spatial ViT (plain PyTorch, one process).
 
+Not part of `core/` (nothing there uses it): it is one of the launch-side jobs, and it
+shares core's rules instead of keeping its own: AdamW groups from `core.params.param_groups`
+(no weight decay on norms, biases, `cls_token`, `pos_embed`), the warm-up + cosine schedule
+of `core.optim.warmup_cosine`, and the atomic writes of `common.atomic`.
+
 The frozen method needs an image ViT whose CLS token says *what* is in a frame but not
 *where*: then motion lives only in the patch tokens, which is what the adapter reads.
 Strong random-resized-crop (translate + scale) augmentation makes the CLS position- and
@@ -9,9 +14,7 @@ size-invariant. The result is a timm-compatible safetensors file (backbone keys 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from common.atomic import atomic_path, atomic_write_json
+from common.seeding import seed_torch, torch_generator
+from core.optim import warmup_cosine
+from core.params import param_groups
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -130,7 +138,7 @@ def load_image_folder(root: Path, size: int, classes: list[str] | None = None) -
 
 def split_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """Carve a validation split out of the training images when the folder has none."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "pretrain-holdout")
     order = torch.randperm(len(data.labels), generator=gen)
     n_val = max(1, int(len(order) * fraction))
     val, train = order[:n_val], order[n_val:]
@@ -182,14 +190,6 @@ def build_model(cfg: PretrainConfig, num_classes: int) -> torch.nn.Module:
         raise ValueError(f"--model {cfg.model!r}: {err}") from err
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.01) -> float:
-    """Linear warm-up then cosine decay to `floor * peak`."""
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
@@ -220,23 +220,33 @@ def save_weights(state: dict[str, torch.Tensor], meta: dict[str, Any], out: Path
     """Write safetensors + JSON side file, each to a temporary name then renamed."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={"model": str(meta["model"])})
-    os.replace(tmp, out)
-    side = out.with_suffix(".json")
-    tmp_side = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-    tmp_side.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_side, side)
-    return side
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"model": str(meta["model"])})
+    return atomic_write_json(out.with_suffix(".json"), meta)
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: PretrainConfig, steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with core's weight-decay rule, stepped by core's warm-up + cosine schedule.
+
+    Matrices decay; norms, biases, `cls_token` and `pos_embed` (timm's `no_weight_decay`)
+    do not, exactly as in `vivit train`.
+    """
+    groups = param_groups(model, weight_decay=cfg.weight_decay, lr=cfg.lr)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, cfg.warmup_steps, steps, min_lr_ratio=0.01)
+    )
+    return opt, schedule
 
 
 def pretrain(cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
     """Train, evaluate, save; returns the metadata written next to the weights."""
     import timm.data
 
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    seed_torch(cfg.seed, "pretrain-init")
+    gen = torch_generator(cfg.seed, "pretrain-batches")
     train_dir, val_dir = find_splits(Path(cfg.images))
     train = load_image_folder(train_dir, cfg.img_size)
     if val_dir is not None:
@@ -251,15 +261,7 @@ def pretrain(cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
     n = len(train.labels)
     batch = min(cfg.batch_size, n)
     steps = cfg.steps or cfg.epochs * math.ceil(n / batch)
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in name]
-    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or "pos_embed" in name]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
+    opt, schedule = make_optimizer(model, cfg, steps)
     log(
         f"pretrain {cfg.model}: {n} train / {len(val.labels)} val images, "
         f"{len(train.classes)} classes, {steps} steps of {batch}"
@@ -275,13 +277,12 @@ def pretrain(cfg: PretrainConfig, log: Any = print) -> dict[str, Any]:
         cursor += batch
         x = normalise(train.images[idx], mean, std)
         x = random_resized_crop(x, cfg.min_scale, cfg.max_scale, cfg.flip, gen)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, cfg.lr, cfg.warmup_steps)
         loss = F.cross_entropy(model(x), train.labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        schedule.step()
         value = float(loss.detach())
         loss_avg = value if math.isnan(loss_avg) else 0.9 * loss_avg + 0.1 * value
         if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:

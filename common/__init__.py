@@ -1,0 +1,4 @@
+"""Small helpers shared by every layer (`core/`, `data/`, `launch/`, `benchmarks/`).
+
+Imports nothing from the project: `data/` may use it without depending on `core/`.
+"""

@@ -1,0 +1,152 @@
+"""Produce batch k+1 while step k runs: a bounded background thread in front of any iterator.
+
+DALI's `run()`, the DataLoader's queue reads and PyTorch's copies release the GIL, so one
+producer thread overlaps decoding with the training step (nanoGPT and timm prefetch the same
+way). The order of items is the producer's, so a prefetched stream yields exactly what the
+synchronous one does. On a GPU the producer works on its own CUDA stream; the consumer waits
+for that stream's event before it touches a batch.
+
+Failure never hangs: an exception in the producer is re-raised in the consumer, a producer
+that dies without a word is reported, and `close()` stops the thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _tensors(item: Any) -> list[torch.Tensor]:
+    if isinstance(item, torch.Tensor):
+        return [item]
+    if isinstance(item, (tuple, list)):
+        return [t for x in item for t in _tensors(x)]
+    return []
+
+
+class Prefetcher:
+    """Iterate `make_iter()` in a background thread, at most `depth` items ahead.
+
+    `depth=0` runs it in the caller's thread (the synchronous reference). `wait_s` accumulates
+    the time the consumer spent waiting for items: the input pipeline's cost to the step.
+    """
+
+    def __init__(
+        self,
+        make_iter: Callable[[], Iterator[Any]],
+        *,
+        depth: int,
+        device: torch.device,
+        name: str = "vivit-prefetch",
+        poll_s: float = 0.2,
+    ):
+        self.make_iter, self.depth, self.device = make_iter, depth, device
+        self.name, self.poll_s = name, poll_s
+        self.wait_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.depth <= 0:
+            yield from self._synchronous()
+            return
+        self._thread = threading.Thread(target=self._produce, name=self.name, daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                item = self._get()
+                self.wait_s += time.perf_counter() - t0
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                batch, event = item
+                if event is not None:
+                    stream = torch.cuda.current_stream(self.device)
+                    stream.wait_event(event)
+                    for t in _tensors(batch):  # keep the producer stream's memory alive here
+                        if t.is_cuda:
+                            t.record_stream(stream)
+                yield batch
+        finally:
+            self.close()
+
+    def _synchronous(self) -> Iterator[Any]:
+        it = self.make_iter()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                self.wait_s += time.perf_counter() - t0
+            yield item
+
+    def _get(self) -> Any:
+        while True:
+            try:
+                return self._queue.get(timeout=self.poll_s)
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive():
+                    try:  # it may have put its last item just before ending
+                        return self._queue.get_nowait()
+                    except queue.Empty:
+                        raise RuntimeError(f"{self.name}: the producer thread died") from None
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self.poll_s)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        cuda = self.device.type == "cuda"
+        side = torch.cuda.Stream(self.device) if cuda else None
+        try:
+            if cuda:
+                torch.cuda.set_device(self.device)
+            it = self.make_iter()
+            while not self._stop.is_set():
+                if side is not None:
+                    with torch.cuda.stream(side):
+                        batch = next(it, _DONE)
+                    event = torch.cuda.Event()
+                    event.record(side)
+                else:
+                    batch, event = next(it, _DONE), None
+                if batch is _DONE:
+                    self._put(_DONE)
+                    return
+                if not self._put((batch, event)):
+                    return
+        except BaseException as e:  # surfaces in the consumer, never a silent hang
+            self._put(_Failure(e))
+
+    def close(self) -> None:
+        """Stop the producer (it finishes the item in hand) and drop what it queued."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
