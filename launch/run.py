@@ -1,6 +1,7 @@
 """The composition root of a training run: config -> data sources + trainer -> `core.fit`.
 
-The only place where `data/` (shards, decoding) and `core/` (model, engine, loop) meet.
+The only place in training where `data/` (shards, decoding) and `core/` (model, engine, loop)
+meet; `launch/predict.py` is prediction's.
 """
 
 from __future__ import annotations
