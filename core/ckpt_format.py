@@ -9,7 +9,8 @@ Layout of `<run>/checkpoints/step_0000100/`:
                        always; `spatial.*` after a full-mode run, and after a frozen-mode run
                        without `spatial.weights` (its random backbone exists nowhere else)
   rng_rank{R}.json     each rank's RNG states (plain JSON)
-  meta.json            step, mode, spatial weights path + sha256 (or null), config
+  meta.json            step, mode, spatial weights path + sha256 (or null), config, class names
+                       (+ the clip fps / duration cap of the training shards), for `vivit predict`
   sha256.json          digest of every file above (`core.ckpt_manifest`); written last
 Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
 leaves only a `.tmp` folder, which no reader counts and the next save or resume removes.

@@ -39,8 +39,8 @@ def test_resume_through_the_loader_is_exact(tmp_path: Path, monkeypatch) -> None
 
     save = core.fit._save
 
-    def save_then_die(cfg, trainer, run_dir, rank):
-        path = save(cfg, trainer, run_dir, rank)
+    def save_then_die(cfg, trainer, run_dir, rank, *args):
+        path = save(cfg, trainer, run_dir, rank, *args)
         if trainer.step == 2:
             raise _Killed
         return path
