@@ -7,7 +7,6 @@ shards in label-file order so the output is the same for any worker count.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import re
 import tarfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data.fork import forking
+from data.fork import process_pool
 from data.labels import LabelFileError, read_labels
 from data.manifest import (
     MANIFEST,
@@ -163,9 +162,7 @@ def _results(jobs: list, workers: int) -> Iterator[tuple[int, EncodedVideo | str
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_prepare, jobs)
         return
-    with forking():
-        pool = mp.get_context("fork").Pool(workers)
-    with pool:
+    with process_pool(workers) as pool:
         yield from pool.imap(_prepare, jobs, chunksize=1)
 
 

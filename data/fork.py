@@ -14,6 +14,8 @@ recipe `gc.freeze`'s documentation gives for fork without exec). Unfrozen again 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import multiprocessing.pool
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,3 +29,24 @@ def forking() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def process_pool(workers: int) -> Iterator[multiprocessing.pool.Pool]:
+    """A fork Pool that ends by letting its workers finish (`close` + `join`).
+
+    `with Pool(...)` ends with `terminate()`, which can deadlock when a worker is blocked on
+    the task queue's lock (seen as an intermittent hang of the demo's synthetic-data build);
+    `terminate()` is kept for the error path only.
+    """
+    with forking():
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()

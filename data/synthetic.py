@@ -11,7 +11,6 @@ the motion lives only in the patch tokens (see DESIGN.md).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.seeding import numpy_rng
-from data.fork import forking
+from data.fork import process_pool
 from data.manifest import MANIFEST, empty_manifest, set_split, write_json_atomic
 from data.shard_writer import ShardWriter
 from data.transcode import encode_frames
@@ -339,9 +338,7 @@ def make_synthetic(
         ]
         writer = ShardWriter(out, split, max_bytes=2**62)
         if workers > 1 and len(jobs) > 1:
-            with forking():
-                pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
-            with pool:
+            with process_pool(min(workers, len(jobs))) as pool:
                 chunks = pool.imap(_encode_chunk, jobs)
                 _write_chunks(writer, chunks, split, seed, frames, size, codec, ext, names)
         else:
