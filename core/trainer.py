@@ -32,7 +32,7 @@ from core.model import build_model
 from core.optim import warmup_cosine
 from core.params import count_params, param_groups
 from core.rundir import MetricsLog, write_json_atomic
-from core.spatial import file_sha256
+from core.spatial import SpatialTokens, file_sha256, state_sha256
 from core.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -100,6 +100,8 @@ class Trainer:
         seed_torch(cfg.seed, "model-init")
         self.model = build_model(cfg, num_classes)
         self.frozen = cfg.mode == "frozen"
+        # data.cache: the weights the cache must have been built with (before the half cast)
+        self.spatial_sha256 = state_sha256(self.model.spatial) if cfg.data.cache else None
         if self.frozen:
             freeze_spatial(self.model, self.dtype)
             self.model.spatial.to(self.device)
@@ -124,8 +126,11 @@ class Trainer:
         self.input_dtype = self.dtype
         self.step = 0
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Logits for `B×T×C×H×W` frames (grad flows only into the engine's module)."""
+    def forward(self, frames: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Logits for `B×T×C×H×W` frames (grad flows only into the engine's module), or for
+        cached spatial tokens `(B×T×D, B×T×N×D)` (`data.cache`: no spatial forward)."""
+        if isinstance(frames, (tuple, list)):
+            return self.engine(SpatialTokens(*(t.to(self.device) for t in frames)))
         frames = frames.to(self.device, self.input_dtype, non_blocking=True)
         if self.frozen:
             with torch.no_grad():
@@ -202,9 +207,12 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
             trainer.device,
             world,
         )
-    train_batches = open_train_batches(
-        cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
-    )
+    if cfg.data.cache:
+        train_batches = _open_cache(cfg, trainer, manifest["classes"])
+    else:
+        train_batches = open_train_batches(
+            cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
+        )
     evaluator = _Evaluator(cfg, trainer, data_kw)
     status = "FAILED"
     try:
@@ -364,6 +372,24 @@ def _train_loop(
         "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
         "peak_mem_kind": memory.kind,
     }
+
+
+def _open_cache(cfg: ExperimentConfig, trainer: Trainer, classes: list[str]) -> Any:
+    """Training batches of cached spatial tokens, refused unless the cache fits this run."""
+    from core.cache_spec import cache_spec
+    from data.loader import open_cached_train_batches
+
+    assert trainer.spatial_sha256 is not None
+    return open_cached_train_batches(
+        cfg.data,
+        batch_size=cfg.train.micro_batch_size,
+        rank=trainer.rank,
+        world_size=trainer.world_size,
+        seed=cfg.seed,
+        device=trainer.device,
+        expect=cache_spec(cfg, trainer.model.spatial, trainer.spatial_sha256),
+        classes=classes,
+    )
 
 
 def _data_kwargs(cfg: ExperimentConfig, trainer: Trainer) -> dict[str, Any]:
