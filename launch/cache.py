@@ -28,6 +28,7 @@ from launch.logging_setup import setup_logging  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vivit cache", description=__doc__.split("\n\n")[0])
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="spatial tokens of K views per clip -> DIR (resumable)")
     b.add_argument("config", help="the stage-2 experiment YAML (mode=frozen)")
@@ -49,7 +50,6 @@ def _parser() -> argparse.ArgumentParser:
         help="also project the storage to this many clips (default: Kinetics-400's ~240k)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    b.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
     s = sub.add_parser("size", help="bytes per clip of whole / pooled / CLS-only token layouts")
     s.add_argument("config")

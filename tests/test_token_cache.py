@@ -631,3 +631,24 @@ def test_cache_build_then_train_from_it_and_refuse_another_frame_count(source, t
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "data.frames=4" in proc.stderr and "data.frames=8" in proc.stderr
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_launcher_ranks_build_one_cache(source, tmp_path) -> None:
+    """`deepspeed --num_gpus 2 launch/cache.py build ...`: the ranks split the source shards
+    and rank 0 writes the manifest once both are done."""
+    from tests.test_distributed import deepspeed_launch
+
+    out = tmp_path / "cache"
+    deepspeed_launch(
+        "launch/cache.py", "build", "configs/tiny.yaml", "--out", str(out), "--views", "2",
+        "--no-progress", f"data.root={source}", "data.synthetic=false", "data.frames=4",
+        "data.workers=0",
+    )  # fmt: skip
+    manifest = read_cache_manifest(out)
+    train = manifest["splits"]["train"]
+    assert train["clips"] == SHARDS * PER_SHARD and train["build"]["world_size"] == 2
+    ranks = [json.loads(part_path(out, "train", u).read_text())["rank"] for u in range(SHARDS)]
+    assert ranks == [0, 1, 0]
+    assert len(_records(out)) == SHARDS * PER_SHARD * VIEWS
