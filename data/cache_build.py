@@ -48,6 +48,7 @@ from data.cache_format import (
 )
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder, gpu_decodable
+from data.fork import forking
 from data.jobs import flip_policy, pyav_views
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.records import BadRecord, record_label, record_meta
@@ -286,6 +287,18 @@ class CacheBuilder:
                 num_threads=cfg.resolved_dali_threads(),
             )
 
+    def close(self) -> None:
+        """Release the DALI pipeline (safe to call twice)."""
+        if self._dali is not None:
+            self._dali.close()
+        self._dali = None
+
+    def __enter__(self) -> CacheBuilder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def mine(self) -> list[Unit]:
         """This rank's source shards."""
         return [u for u in self.units if u.index % self.world == self.rank]
@@ -344,8 +357,10 @@ class CacheBuilder:
         )
         pending: list[dict] = []
         written = 0
+        with forking():  # keeps DALI garbage out of the forked workers (data/fork.py)
+            items = iter(loader)
         try:
-            for item in loader:
+            for item in items:
                 unit = open_units[item["unit"]]
                 if "__end__" in item:
                     written += self._flush(pending, open_units)

@@ -27,6 +27,7 @@ from data.cache_format import (
     split_view_shards,
 )
 from data.config import DataConfig
+from data.fork import forking
 from data.prefetch import Prefetcher
 from data.records import BadRecord, record_label
 from data.shard_check import shards_with_samples
@@ -123,8 +124,15 @@ class CachedTrainBatches:
         return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
 
     def close(self) -> None:
+        """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""
         for p in self._prefetchers:
             p.close()
+
+    def __enter__(self) -> CachedTrainBatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def batches(self, start_step: int = 0) -> Iterator[tuple[Tokens, torch.Tensor]]:
         stream = ShardStream(
@@ -140,12 +148,16 @@ class CachedTrainBatches:
         workers = self.cfg.resolved_workers()
         kw = {"prefetch_factor": 8} if workers > 0 else {}
         loader = torch.utils.data.DataLoader(records, batch_size=None, num_workers=workers, **kw)
-        items = iter(loader)  # forks its workers here, in the caller's thread
+        with forking():  # forks its workers here, in the caller's thread (data/fork.py)
+            items = iter(loader)
         prefetcher = Prefetcher(
             lambda: self._batched(items), depth=self.cfg.prefetch, device=self.device
         )
         self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
-        yield from prefetcher
+        try:
+            yield from prefetcher
+        finally:  # the consumer stopped early (or the generator was dropped)
+            prefetcher.close()
 
     def _batched(self, items: Iterator[Any]) -> Iterator[tuple[Tokens, torch.Tensor]]:
         ready: list[tuple[torch.Tensor, torch.Tensor, int]] = []

@@ -17,6 +17,7 @@ import torch
 from data.batcher import Batcher
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
+from data.fork import forking
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import Prefetcher
@@ -89,9 +90,18 @@ class StreamingBatches:
         return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
 
     def close(self) -> None:
+        """Stop prefetch threads and release the DALI pipeline; safe to call twice."""
         for p in self._prefetchers:
             p.close()
+        if self._dali is not None:
+            self._dali.close()
         self._dali = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _jobs(self, stream: ShardStream, **job_options) -> ClipJobs:
         cfg = self.cfg
@@ -110,8 +120,9 @@ class StreamingBatches:
     def _batched(self, loader: torch.utils.data.DataLoader) -> Prefetcher:
         """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer."""
         # The DataLoader's iterator (which forks its workers) is made here, in the caller's
-        # thread: forking from the prefetch thread left later DataLoaders hanging in tests.
-        jobs = iter(loader)
+        # thread, never from the prefetch thread; `forking` keeps DALI garbage out of them.
+        with forking():
+            jobs = iter(loader)
         prefetcher = Prefetcher(
             lambda: iter(
                 Batcher(
@@ -178,8 +189,12 @@ class TrainBatchSource(StreamingBatches):
             start_step=start_step,
         )
         loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False)
-        for frames, labels in self._batched(loader):
-            yield frames[:, 0], labels
+        batched = self._batched(loader)
+        try:
+            for frames, labels in batched:
+                yield frames[:, 0], labels
+        finally:  # the consumer stopped early (or the generator was dropped)
+            batched.close()
 
 
 class EvalBatchSource(StreamingBatches):

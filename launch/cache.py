@@ -155,7 +155,8 @@ def build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     t0 = time.perf_counter()
-    report = builder.run()
+    with builder:
+        report = builder.run()
     _barrier(world)
     build_s = time.perf_counter() - t0
     reports = _gather(report, world)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import CheckpointSaveError, latest_checkpoint, save_checkpoint
-from core.trainer import _resume
+from core.fit import _resume
 from tests.engine_helpers import tiny_trainer
 
 META = {"mode": "frozen", "spatial_weights": None}

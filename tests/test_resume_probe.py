@@ -35,9 +35,9 @@ def test_resume_through_the_loader_is_exact(tmp_path: Path, monkeypatch) -> None
     )
     reference = _losses(_run_ok(root, tmp_path / "ref"))
 
-    import core.trainer
+    import core.fit
 
-    save = core.trainer._save
+    save = core.fit._save
 
     def save_then_die(cfg, trainer, run_dir, rank):
         path = save(cfg, trainer, run_dir, rank)
@@ -45,10 +45,10 @@ def test_resume_through_the_loader_is_exact(tmp_path: Path, monkeypatch) -> None
             raise _Killed
         return path
 
-    monkeypatch.setattr(core.trainer, "_save", save_then_die)
+    monkeypatch.setattr(core.fit, "_save", save_then_die)
     with pytest.raises(_Killed):
         _run(root, tmp_path / "run", *STEPS)
-    monkeypatch.setattr(core.trainer, "_save", save)
+    monkeypatch.setattr(core.fit, "_save", save)
     resumed = _losses(_run_ok(root, tmp_path / "run"))
     assert [resumed[s] for s in (3, 4)] == pytest.approx([reference[s] for s in (3, 4)], abs=1e-6)
 

@@ -112,7 +112,8 @@ def _build(cfg, out: Path, *, encode=None, rank=0, world=1, dtype="float16", vie
         token_dtype=dtype,
         progress=False,
     )
-    return builder.run()
+    with builder:
+        return builder.run()
 
 
 def _finish(cfg, out: Path, dtype="float16", views=VIEWS) -> dict:
@@ -509,8 +510,12 @@ def test_reader_is_deterministic_per_seed_and_step_and_draws_every_view(source, 
     by_embed = {decode_array(r[EMBED]).tobytes(): v for (_, v), r in _records(out).items()}
 
     def draws(seed: int, start: int, n: int = 6):
-        it = _reader(source, out, seed).batches(start)
-        return [next(it) for _ in range(n)]
+        with _reader(source, out, seed) as reader:
+            it = reader.batches(start)
+            try:
+                return [next(it) for _ in range(n)]
+            finally:
+                it.close()
 
     first, again = draws(0, 3), draws(0, 3)
     for ((e1, p1), y1), ((e2, p2), y2) in zip(first, again, strict=True):
