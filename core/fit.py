@@ -204,12 +204,13 @@ def _train_loop(
                 window_t0, window_c0 = time.perf_counter(), time.process_time()
             paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                result = evaluator()
-                # training time so far (evals excluded), wall clock and process CPU (all threads)
-                result |= {
-                    "train_time_s": train_time + time.perf_counter() - window_t0,
-                    "train_cpu_s": train_cpu + time.process_time() - window_c0,
+                # training time so far, read before this evaluation runs (evals excluded),
+                # wall clock and process CPU (all threads)
+                so_far = {
+                    "train_time_s": train_time + paused - window_t0,
+                    "train_cpu_s": train_cpu + paused_cpu - window_c0,
                 }
+                result = evaluator() | so_far
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
