@@ -31,6 +31,7 @@ Training step for a micro-batch of B clips (backward = 2 x forward):
 
     full   = 3 * B * (T * spatial_fwd + adapter_fwd + temporal_fwd)
     frozen =     B *  T * spatial_fwd  + 3 * B * (adapter_fwd + temporal_fwd)
+    cached =                             3 * B * (adapter_fwd + temporal_fwd)   (data.cache)
 
 MFU = (step FLOPs / step time) / the GPU's peak dense bf16 FLOP/s (table below).
 """
@@ -122,7 +123,9 @@ def train_step_flops(d: ViViTDims, mode: str, frames: int, batch: int) -> int:
         return 3 * (spatial + rest)
     if mode == "frozen":
         return spatial + 3 * rest
-    raise ValueError(f"mode must be 'full' or 'frozen', got {mode!r}")
+    if mode == "cached":  # tokens read from a cache: no spatial forward in the step
+        return 3 * rest
+    raise ValueError(f"mode must be 'full', 'frozen' or 'cached', got {mode!r}")
 
 
 def mfu(flops: float, seconds: float, device_name: str) -> float | None:

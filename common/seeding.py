@@ -25,6 +25,11 @@ def purpose_key(purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little") >> 1
 
 
+def text_key(text: str) -> int:
+    """A stable 63-bit integer for a string key such as a clip's WebDataset key (never `hash()`)."""
+    return purpose_key(text)
+
+
 def seed_sequence(seed: int, purpose: str, *keys: int) -> np.random.SeedSequence:
     """The SeedSequence of stream `purpose` for these integer keys (rank, worker, step, ...)."""
     entropy = [int(seed), purpose_key(purpose), *(int(k) for k in keys)]

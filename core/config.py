@@ -46,6 +46,16 @@ class ExperimentConfig:
             )
         if self.resume is not None and self.resume.lower() == "none":
             self.resume = None
+        if self.data.cache and self.mode != "frozen":
+            raise ValueError(
+                f"data.cache holds tokens of a frozen spatial transformer: it needs mode=frozen "
+                f"(mode is {self.mode})"
+            )
+        if self.adapter.kind == "attn" and self.spatial.patch_tokens == "none":
+            raise ValueError(
+                "adapter.kind=attn attends over patch tokens: spatial.patch_tokens=none leaves "
+                "it none (use whole or pooled, or adapter.kind none/mlp)"
+            )
 
 
 def resolve_config_path(path: str | Path) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import timm
 import timm.data
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file as load_safetensors
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import VisionTransformer
@@ -34,10 +35,22 @@ class SpatialConfig:
     """Extra `timm.create_model` arguments, e.g. depth/embed_dim/num_heads for tiny debug ViTs."""
     layer: int = -1
     """Block whose output is used (-1: last block; any block's tokens then pass the final norm)."""
+    patch_tokens: Literal["whole", "pooled", "none"] = "whole"
+    """Patch tokens handed to the adapter: all of them, average-pooled to a `pool_grid` x
+    `pool_grid` grid (fewer bytes in a token cache, fewer keys for the attention adapter), or
+    none (CLS only: the `attn` adapter needs patch tokens)."""
+    pool_grid: int = 4
+    """Side of the pooled patch grid for `patch_tokens: pooled`."""
 
     def __post_init__(self) -> None:
         if self.img_size < 8:
             raise ValueError(f"spatial.img_size must be >= 8, got {self.img_size}")
+        if self.patch_tokens not in ("whole", "pooled", "none"):
+            raise ValueError(
+                f"spatial.patch_tokens={self.patch_tokens!r}: expected whole, pooled or none"
+            )
+        if self.pool_grid < 1:
+            raise ValueError(f"spatial.pool_grid must be >= 1, got {self.pool_grid}")
 
 
 class WeightsError(ValueError):
@@ -62,6 +75,18 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_sha256(module: nn.Module) -> str:
+    """Hex SHA-256 of a module's weights as loaded (names, dtypes, shapes and bytes, sorted by
+    name): pins the exact spatial weights whatever they came from (a weights file, a stage-1
+    checkpoint, a seeded random init). Take it before `freeze_spatial` casts them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -162,6 +187,7 @@ class SpatialTransformer(nn.Module):
                 f"spatial.layer={cfg.layer} out of range for a {self.depth}-block ViT"
             )
         self.layer = cfg.layer
+        self.patch_tokens, self.pool_grid = cfg.patch_tokens, cfg.pool_grid
         self.embed_dim: int = vit.embed_dim
         self.num_heads: int = vit.blocks[0].attn.num_heads
         data_cfg = timm.data.resolve_model_data_config(vit)
@@ -209,6 +235,27 @@ class SpatialTransformer(nn.Module):
             )[0]
             patches, prefix = out if isinstance(out, tuple) else (out, out[:, :0])
         cls = prefix[:, 0] if self.vit.cls_token is not None else patches.mean(dim=1)
+        patches = self._layout(patches)
         return SpatialTokens(
             cls.reshape(b, t, -1), patches.reshape(b, t, patches.shape[1], patches.shape[2])
         )
+
+    @property
+    def num_patch_tokens(self) -> int:
+        """Patch tokens per frame after `spatial.patch_tokens` (what the adapter receives)."""
+        if self.patch_tokens == "none":
+            return 0
+        if self.patch_tokens == "pooled":
+            return self.pool_grid * self.pool_grid
+        return int(self.vit.patch_embed.num_patches)
+
+    def _layout(self, patches: Tensor) -> Tensor:
+        """`(B*T) x N x D` patch tokens -> whole, average-pooled to the grid, or none."""
+        if self.patch_tokens == "whole":
+            return patches
+        if self.patch_tokens == "none":
+            return patches[:, :0]
+        gh, gw = self.vit.patch_embed.grid_size
+        grid = patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], gh, gw)
+        pooled = F.adaptive_avg_pool2d(grid, self.pool_grid)
+        return pooled.flatten(2).transpose(1, 2)

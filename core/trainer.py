@@ -14,6 +14,7 @@ from core.freezing import freeze_spatial, trainable_module
 from core.model import build_model
 from core.optim import warmup_cosine
 from core.params import count_params, param_groups
+from core.spatial import SpatialTokens, state_sha256
 from core.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ class Trainer:
         seed_torch(cfg.seed, "model-init")
         self.model = build_model(cfg, num_classes)
         self.frozen = cfg.mode == "frozen"
+        # data.cache: the weights the cache must have been built with (before the half cast)
+        self.spatial_sha256 = state_sha256(self.model.spatial) if cfg.data.cache else None
         if self.frozen:
             freeze_spatial(self.model, self.dtype)
             self.model.spatial.to(self.device)
@@ -68,8 +71,11 @@ class Trainer:
         self.input_dtype = self.dtype
         self.step = 0
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Logits for `B×T×C×H×W` frames (grad flows only into the engine's module)."""
+    def forward(self, frames: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Logits for `B×T×C×H×W` frames (grad flows only into the engine's module), or for
+        cached spatial tokens `(B×T×D, B×T×N×D)` (`data.cache`: no spatial forward)."""
+        if isinstance(frames, (tuple, list)):
+            return self.engine(SpatialTokens(*(t.to(self.device) for t in frames)))
         frames = frames.to(self.device, self.input_dtype, non_blocking=True)
         if self.frozen:
             with torch.no_grad():

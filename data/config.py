@@ -53,6 +53,9 @@ class DataConfig:
     """Spatial views per video at evaluation (1: centre, 3: left/centre/right)."""
     eval_batch_size: int = 8
     """Clips per forward at evaluation."""
+    cache: str | None = None
+    """Token cache directory (`vivit cache build`): train from the frozen spatial tokens stored
+    there instead of decoding videos (mode=frozen only; evaluation still decodes videos)."""
 
     def __post_init__(self) -> None:
         if self.frames < 1:

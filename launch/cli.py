@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("launch.train", "train ViViT-FE from a YAML config (full or frozen mode)"),
     "eval": ("launch.evaluate", "multi-view top-1/top-5 of a checkpoint"),
     "predict": ("launch.predict", "top classes of video files, read directly, by a checkpoint"),
+    "cache": ("launch.cache", "cache frozen spatial tokens of K views per clip (data.cache)"),
     "config": ("launch.config", "list config keys (type, default, meaning) or show a resolved one"),
     "demo": ("launch.demo", "the method vs full fine-tuning on the built-in synthetic set"),
     "ablate": ("launch.ablate", "adapter x temporal-init grid on the built-in synthetic set"),

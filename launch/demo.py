@@ -151,8 +151,13 @@ def stage_flops_per_step(base_yaml: Path, stage: Stage, num_classes: int) -> int
 
     cfg = load_config(base_yaml, [*stage.overrides, "spatial.weights=null"])
     model = build_parts(cfg.spatial, cfg.adapter, cfg.temporal, cfg.data.frames, num_classes)
+    if stage.kind == "cache":  # a "step" of a cache build is one clip view through the ViT
+        from benchmarks.flops import spatial_fwd_flops
+
+        return cfg.data.frames * spatial_fwd_flops(dims_of(model))
     clips = cfg.train.micro_batch_size * cfg.train.grad_accum
-    return train_step_flops(dims_of(model), cfg.mode, cfg.data.frames, clips)
+    mode = "cached" if cfg.data.cache else cfg.mode
+    return train_step_flops(dims_of(model), mode, cfg.data.frames, clips)
 
 
 @dataclass
@@ -253,6 +258,57 @@ def run_stage(
     return summary
 
 
+def run_cache_stage(stage: Stage, base_yaml: Path, runs_dir: Path) -> dict[str, Any]:
+    """One fresh `vivit cache build` process; a summary shaped like a training stage's: its
+    build time (wall and process CPU, start-up excluded) is the stage's training time, its
+    "steps" the clip views encoded, and it has no evaluation points."""
+    out = runs_dir / stage.run
+    shutil.rmtree(out, ignore_errors=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "launch.cli", "cache", "build", str(base_yaml)]
+    cmd += ["--out", str(out), *stage.args, *stage.overrides]
+    log_path = runs_dir / f"{stage.run}.log"
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    start = time.perf_counter()
+    with open(log_path, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    process_s = time.perf_counter() - start
+    manifest_path = out / "cache.json"
+    if proc.returncode != 0 or not manifest_path.is_file():
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+        raise StageFailed(f"{stage.run} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    split = json.loads(manifest_path.read_text())["splits"]["train"]
+    build = split["build"]
+    views = split["clips"] * split["views"]
+    summary = {
+        "run": stage.run,
+        "steps": views,
+        "train_time_s": build["build_s"],
+        "train_cpu_s": build["build_cpu_s"],
+        "step_time_median_s": build["build_s"] / max(1, views),
+        "process_s": process_s,
+        "peak_mem_bytes": 0,
+        "curve": [],
+        "clips": split["clips"],
+        "views": split["views"],
+        "bytes_per_clip": split["bytes_per_clip"],
+        "storage": split.get("storage", {}),
+    }
+    log(
+        f"  {stage.run}: {split['clips']} clips x {split['views']} view(s) in "
+        f"{build['build_s']:.1f}s ({build['build_cpu_s']:.1f}s CPU), "
+        f"{split['bytes_per_clip'] / 1e3:.1f} kB per clip ({process_s:.0f}s with start-up)"
+    )
+    return summary
+
+
 CLOCKS = {"wall": "train_time_s", "cpu": "train_cpu_s"}
 """Training time of a run: wall-clock step time, or the process CPU time of its steps (all
 threads; steadier than wall time on a machine shared with other work)."""
@@ -295,6 +351,7 @@ def arm_seed_result(
         "train_flops": flops_offset,
         "process_s": sum(summaries[s.run]["process_s"] for s in arm.stages),
         "step_time_median_s": [summaries[s.run]["step_time_median_s"] for s in arm.stages],
+        "stage_time_s": [summaries[s.run][key] for s in arm.stages],
         "peak_mem_bytes": max(summaries[s.run]["peak_mem_bytes"] for s in arm.stages),
         "trainable_params": last["trainable_params"],
         "frozen_params": last["frozen_params"],
@@ -371,12 +428,17 @@ def aggregate(
             "step_time_median_s": [
                 _mean([r["step_time_median_s"][i] for r in results]) for i in range(len(arm.stages))
             ],
+            "stage_time_s": [
+                _mean([r["stage_time_s"][i] for r in results if "stage_time_s" in r])
+                for i in range(len(arm.stages))
+            ],
             "peak_mem_bytes": max(r["peak_mem_bytes"] for r in results),
             "trainable_params": results[0]["trainable_params"],
             "frozen_params": results[0]["frozen_params"],
             "val_videos": results[0]["val_videos"],
             "stages": [
                 {"run": s.run, "mode": s.mode, "frames": s.frames, "steps": s.steps}
+                | ({"kind": s.kind} if s.kind != "train" else {})
                 for s in arm.stages
             ],
             "curve_mean": mean_curve([r["curve"] for r in results]),
@@ -402,7 +464,7 @@ def verdict(arms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     ratio = None if reach is None else reach / full["train_time_s_mean"]
     naive_gap = naive["top1_mean"] - full["top1_mean"]
     floor = spatial["top1_mean"] - max(full["top1_mean"], naive["top1_mean"])
-    return [
+    targets = [
         {
             "target": "method final top-1 >= full - 0.5 points",
             "value": f"{gap:+.2f} points",
@@ -425,6 +487,70 @@ def verdict(arms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "met": floor <= -3.0,
         },
     ]
+    if "two-stage-cached" in arms:
+        targets += cache_verdict(arms)
+    return targets
+
+
+def cache_speedup(arms: dict[str, dict[str, Any]]) -> float | None:
+    """Stage 2 from videos / stage 2 from the cache, same steps (so per epoch as well)."""
+    videos = arms["two-stage"]["stage_time_s"][-1]
+    cached = arms["two-stage-cached"]["stage_time_s"][-1]
+    return videos / cached if cached else None
+
+
+def cache_verdict(arms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Targets of the cached variant (issue: train the frozen stage from cached tokens)."""
+    full, method, cached = arms["full"], arms["two-stage"], arms["two-stage-cached"]
+    gap = cached["top1_mean"] - method["top1_mean"]
+    reach = cached.get("time_to_full_top1_s")
+    ratio = None if reach is None else reach / full["train_time_s_mean"]
+    whole = cached["train_time_s_mean"] / full["train_time_s_mean"]
+    speedup = cache_speedup(arms)
+    return [
+        {
+            "target": "cached stage 2 final top-1 within 0.5 points of stage 2 from videos "
+            "(cached views vs on-the-fly augmentation)",
+            "value": f"{gap:+.2f} points",
+            "met": abs(gap) <= 0.5,
+        },
+        {
+            "target": "cached recipe (stage 1 + cache build + stage 2) reaches full's final "
+            "top-1 in <= 0.35x full's training time",
+            "value": ("never" if ratio is None else f"{ratio:.2f}x")
+            + f" (whole recipe {whole:.2f}x full's time)",
+            "met": ratio is not None and ratio <= 0.35,
+        },
+        {
+            "target": "cache_speedup: stage 2 time per epoch from videos / from the cache >= 5",
+            "value": "-" if speedup is None else f"{speedup:.2f}x",
+            "met": speedup is not None and speedup >= 5.0,
+        },
+    ]
+
+
+def cache_figures(
+    arms: dict[str, dict[str, Any]], cache_runs: list[dict[str, Any]], budget: Budget
+) -> dict[str, Any]:
+    """results.json's `cache`: speedup, per-epoch times, build cost and storage (seed means)."""
+    method, cached = arms["two-stage"], arms["two-stage-cached"]
+    epochs = budget.stage2_steps * budget.batch / budget.clips
+    build = statistics.fmean(r["train_time_s"] for r in cache_runs)
+    return {
+        "cache_speedup": cache_speedup(arms),
+        "stage2_epochs": epochs,
+        "stage2_time_s_videos": method["stage_time_s"][-1],
+        "stage2_time_s_cache": cached["stage_time_s"][-1],
+        "epoch_s_videos": method["stage_time_s"][-1] / epochs,
+        "epoch_s_cache": cached["stage_time_s"][-1] / epochs,
+        "build_s": build,
+        "build_epochs_equivalent": build / (method["stage_time_s"][-1] / epochs),
+        "views": cache_runs[0]["views"],
+        "clips": cache_runs[0]["clips"],
+        "bytes_per_clip": cache_runs[0]["bytes_per_clip"],
+        "whole_recipe_vs_full": cached["train_time_s_mean"] / arms["full"]["train_time_s_mean"],
+        "two_stage_vs_full": method["train_time_s_mean"] / arms["full"]["train_time_s_mean"],
+    }
 
 
 def _fmt_s(value: float | None) -> str:
@@ -436,7 +562,12 @@ def table_rows(arms: dict[str, dict[str, Any]], baseline: str | None) -> list[li
     rows = []
     for name, a in arms.items():
         reach = a.get("time_to_full_top1_s")
-        steps = " + ".join(f"{s['steps']}@{s['frames']}f {s['mode']}" for s in a["stages"])
+        steps = " + ".join(
+            f"cache {s['steps']} views@{s['frames']}f"
+            if s.get("kind") == "cache"
+            else f"{s['steps']}@{s['frames']}f {s['mode']}"
+            for s in a["stages"]
+        )
         row = [
             name,
             steps,
@@ -480,7 +611,7 @@ def render_markdown(result: dict[str, Any], baseline: str | None) -> str:
     lines += [
         f"Train time ({result['clock']} clock): the trainer's "
         + ("step time" if result["clock"] == "wall" else "process CPU time of the steps")
-        + " summed over every stage of the arm (evaluation, "
+        + " summed over every stage of the arm (a cache build's time included; evaluation, "
         "checkpoints and start-up excluded); a multi-stage curve starts at the previous "
         "stage's cost. "
         + (
@@ -495,6 +626,21 @@ def render_markdown(result: dict[str, Any], baseline: str | None) -> str:
         "![top-1 vs training time and FLOPs](results.png)",
         "",
     ]
+    if result.get("cache"):
+        c = result["cache"]
+        lines += [
+            "## Stage 2 from cached tokens",
+            "",
+            f"`vivit cache build` encoded {c['clips']} clips x {c['views']} view(s) once in "
+            f"{c['build_s']:.0f} s ({c['bytes_per_clip'] / 1e3:.1f} kB per clip on disk), "
+            f"{c['build_epochs_equivalent']:.2f}x the time of one stage-2 epoch from videos. "
+            f"Stage 2 ({c['stage2_epochs']:.2f} epochs): {c['stage2_time_s_videos']:.0f} s from "
+            f"videos, {c['stage2_time_s_cache']:.0f} s from the cache: cache_speedup "
+            f"{c['cache_speedup']:.2f}x per epoch. Whole recipe vs full fine-tuning: "
+            f"{c['two_stage_vs_full']:.2f}x from videos, {c['whole_recipe_vs_full']:.2f}x "
+            "cached (cache build included).",
+            "",
+        ]
     if result.get("verdict"):
         lines += ["## Against the targets", ""]
         lines += markdown_table(
@@ -559,6 +705,7 @@ def run_experiment(
     if tracking:
         ensure_experiment(uri, experiment, out / "mlartifacts")
     per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    cache_runs: list[dict[str, Any]] = []
     arms: list[Arm] = []
     for seed in seeds:
         seed_dir = out / f"seed{seed}"
@@ -575,16 +722,21 @@ def run_experiment(
         summaries: dict[str, dict[str, Any]] = {}
         flops: dict[str, int] = {}
         for arm in arms:
-            progress = Progress(f"[seed {seed}] {arm.name}", sum(s.steps for s in arm.stages))
+            train_stages = [s for s in arm.stages if s.kind == "train"]
+            progress = Progress(f"[seed {seed}] {arm.name}", sum(s.steps for s in train_stages))
             for stage in arm.stages:
-                if stage.run not in summaries:  # a stage shared by several arms runs once
+                if stage.run in summaries:  # a stage shared by several arms runs once
+                    progress.done_steps += stage.steps if stage.kind == "train" else 0
+                    continue
+                if stage.kind == "cache":
+                    summaries[stage.run] = run_cache_stage(stage, base_yaml, runs_dir)
+                else:
                     summaries[stage.run] = run_stage(
                         stage, base_yaml, runs_dir, f"{budget.name}/seed{seed}/", progress
                     )
-                    flops[stage.run] = stage_flops_per_step(base_yaml, stage, num_classes)
-                else:
-                    progress.done_steps += stage.steps
+                flops[stage.run] = stage_flops_per_step(base_yaml, stage, num_classes)
         per_seed[seed] = {arm.name: arm_seed_result(arm, summaries, flops, clock) for arm in arms}
+        cache_runs += [summaries[s.run] | {"seed": seed} for s in _cache_stages(arms)]
     arm_results = aggregate(arms, per_seed, baseline)
     pretrain_meta = json.loads(weights.with_suffix(".json").read_text())
     result: dict[str, Any] = {
@@ -602,6 +754,8 @@ def run_experiment(
     }
     if baseline is not None:
         result["verdict"] = verdict(arm_results)
+    if "two-stage" in arm_results and "two-stage-cached" in arm_results:
+        result["cache"] = cache_figures(arm_results, cache_runs, budget)
     result["environment"] = env
     result["total_s"] = time.perf_counter() - t0
     write_report(out, result, baseline)
@@ -609,6 +763,11 @@ def run_experiment(
     print((out / "results.md").read_text())
     log(f"done in {result['total_s']:.0f}s: {out / 'results.md'}, results.json, results.png")
     return result
+
+
+def _cache_stages(arms: list[Arm]) -> list[Stage]:
+    found = {s.run: s for arm in arms for s in arm.stages if s.kind == "cache"}
+    return list(found.values())
 
 
 def build_parser(prog: str, default_out: str, what: str) -> argparse.ArgumentParser:

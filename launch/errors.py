@@ -23,10 +23,12 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from core.configtools import ConfigError
     from core.evaluation_run import ClassSetError
     from core.spatial import WeightsError
+    from data.cache_format import CacheError
     from data.manifest import ManifestError
 
     return (
         ConfigError,
+        CacheError,  # a token cache that does not fit the run (names the field)
         CheckpointError,
         ClassSetError,
         WeightsError,

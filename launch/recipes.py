@@ -64,6 +64,10 @@ class Budget:
     eval_batch: int = 64
     eval_clips: int = 2
     """Temporal views per validation video (centre crop), the same for every arm and point."""
+    cache_views: int = 1
+    """Views per clip the cached arm stores (`vivit cache build --views`): stage 2 runs about
+    one pass over the set, where on-the-fly augmentation also draws about one view per clip;
+    more views pay only when stage 2 runs more passes."""
 
     def __post_init__(self) -> None:
         if self.stage1_frames * 4 < self.frames:
@@ -128,13 +132,19 @@ def budget_for(quick: bool) -> Budget:
 
 @dataclass
 class Stage:
-    """One `vivit train` process: its run-directory name, config overrides and step count."""
+    """One `vivit train` process: its run-directory name, config overrides and step count.
+
+    `kind="cache"`: a `vivit cache build` process instead (its `steps` are the clip views it
+    encodes, `args` its own options); its time counts in the arm's cost like a training stage.
+    """
 
     run: str
     overrides: list[str]
     steps: int
     mode: str
     frames: int
+    kind: str = "train"
+    args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -241,7 +251,24 @@ def stage2(
     return stage
 
 
-ARMS = ("full", "frozen-naive", "spatial-only", "two-stage")
+def cache_stage(budget: Budget, runs_dir: Path) -> Stage:
+    """Stage 1's frozen spatial over the training set, `cache_views` views per clip, stored
+    (`vivit cache build` with stage 2's config, so the cache pins stage 1's weights)."""
+    overrides = stage2(budget, runs_dir).overrides
+    args = ["--views", str(budget.cache_views), "--batch", str(budget.batch), "--no-progress"]
+    steps = budget.clips * budget.cache_views
+    return Stage("two-stage-cache", overrides, steps, "cache", budget.frames, "cache", args)
+
+
+def stage2_cached(budget: Budget, runs_dir: Path) -> Stage:
+    """Stage 2 trained from the cached tokens: the same run as `stage2`, no decoding and no
+    spatial forward per step (evaluation still decodes videos)."""
+    stage = stage2(budget, runs_dir, name="two-stage-s2-cached")
+    stage.overrides.append(f"data.cache={runs_dir / 'two-stage-cache'}")
+    return stage
+
+
+ARMS = ("full", "frozen-naive", "spatial-only", "two-stage", "two-stage-cached")
 
 
 def demo_arms(budget: Budget, runs_dir: Path) -> list[Arm]:
@@ -267,6 +294,12 @@ def demo_arms(budget: Budget, runs_dir: Path) -> list[Arm]:
             "two-stage",
             f"two-stage: full T={t1}, then frozen + attn adapter T={t}",
             [stage1(budget), stage2(budget, runs_dir)],
+        ),
+        Arm(
+            "two-stage-cached",
+            f"two-stage, stage 2 from cached spatial tokens ({budget.cache_views} view(s) per "
+            "clip; the cache build counts in the cost)",
+            [stage1(budget), cache_stage(budget, runs_dir), stage2_cached(budget, runs_dir)],
         ),
     ]
 

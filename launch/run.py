@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core import engine as ds_engine
+from core.cache_spec import cache_spec
 from core.checkpoint import check_resume_config, resume_target
 from core.configtools import dump_yaml, to_dict
 from core.evaluate import evaluate
@@ -20,7 +21,13 @@ from core.evaluation_run import check_class_set
 from core.fit import fit
 from core.model import build_model
 from core.trainer import Trainer
-from data.loader import ensure_dataset, open_eval_batches, open_train_batches, read_manifest
+from data.loader import (
+    ensure_dataset,
+    open_cached_train_batches,
+    open_eval_batches,
+    open_train_batches,
+    read_manifest,
+)
 from data.manifest import checkpoint_labels, require_splits
 
 if TYPE_CHECKING:
@@ -47,9 +54,12 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     )
     trainer = Trainer(cfg, len(manifest["classes"]))
     data_kw = _data_kwargs(cfg, trainer)
-    train_source = open_train_batches(
-        cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
-    )
+    if cfg.data.cache:
+        train_source = _open_cache(cfg, trainer, manifest["classes"])
+    else:
+        train_source = open_train_batches(
+            cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
+        )
 
     def make_eval_source():
         return open_eval_batches(
@@ -97,6 +107,22 @@ def evaluate_checkpoint(cfg: ExperimentConfig) -> dict[str, Any]:
     )
     result = evaluate(lambda x: model(x.to(dev, dtype)), batches, dev)
     return {"checkpoint": cfg.temporal.checkpoint, **result, **batches.stats()}
+
+
+def _open_cache(cfg: ExperimentConfig, trainer: Trainer, classes: list[str]) -> Any:
+    """Training batches of cached spatial tokens (`data.cache`), refused unless the cache's
+    pinned fields (spatial sha256, model, frames, img_size, token layout) are this run's."""
+    assert trainer.spatial_sha256 is not None
+    return open_cached_train_batches(
+        cfg.data,
+        batch_size=cfg.train.micro_batch_size,
+        rank=trainer.rank,
+        world_size=trainer.world_size,
+        seed=cfg.seed,
+        device=trainer.device,
+        expect=cache_spec(cfg, trainer.model.spatial, trainer.spatial_sha256),
+        classes=classes,
+    )
 
 
 def _data_kwargs(cfg: ExperimentConfig, trainer: Trainer) -> dict[str, Any]:

@@ -103,6 +103,7 @@ def _arm_result(top1: float, curve: list[tuple[float, float | None]]) -> dict:
         "trainable_params": 1,
         "frozen_params": 0,
         "curve": _curve(curve),
+        "stage_time_s": [curve[-1][0]],
     }
 
 
@@ -114,12 +115,14 @@ def test_aggregate_writes_the_results_format_and_the_verdict() -> None:
             "frozen-naive": _arm_result(40.0, [(0, None), (30, 35.0), (60, 40.0)]),
             "spatial-only": _arm_result(30.0, [(0, None), (50, 25.0), (100, 30.0)]),
             "two-stage": _arm_result(51.0, [(0, None), (30, 45.0), (40, 55.0), (60, 51.0)]),
+            "two-stage-cached": _arm_result(51.2, [(0, None), (20, 46.0), (30, 55.0)]),
         },
         1: {
             "full": _arm_result(52.0, [(0, None), (50, 42.0), (100, 52.0)]),
             "frozen-naive": _arm_result(41.0, [(0, None), (30, 35.0), (60, 41.0)]),
             "spatial-only": _arm_result(31.0, [(0, None), (50, 25.0), (100, 31.0)]),
             "two-stage": _arm_result(50.0, [(0, None), (30, 47.0), (40, 53.0), (60, 50.0)]),
+            "two-stage-cached": _arm_result(50.2, [(0, None), (20, 46.0), (30, 54.0)]),
         },
     }
     out = aggregate(arms, per_seed, "full")
@@ -181,7 +184,8 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert s2 and all(p["train_time_s"] > s1_end for p in s2)
     assert arms["frozen-naive"]["frozen_params"] > 0 and arms["full"]["frozen_params"] == 0
     assert arms["full"]["train_flops"] > arms["frozen-naive"]["train_flops"]
-    assert {t["target"] for t in result["verdict"]} and len(result["verdict"]) == 4
+    assert {t["target"] for t in result["verdict"]} and len(result["verdict"]) == 7
+    assert result["cache"]["cache_speedup"] > 0 and result["cache"]["build_s"] > 0
     assert result["environment"]["git_commit"]
     md = (out / "results.md").read_text()
     assert md.count("| two-stage |") == 1 and "Against the targets" in md
@@ -189,7 +193,14 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     names = mlflow_run_names(result["tracking_uri"], EXPERIMENT)
     assert sorted(names) == sorted(
         f"quick/seed0/{r}"
-        for r in ("full", "frozen-naive", "spatial-only", "two-stage-s1", "two-stage-s2")
+        for r in (
+            "full",
+            "frozen-naive",
+            "spatial-only",
+            "two-stage-s1",
+            "two-stage-s2",
+            "two-stage-s2-cached",
+        )
     )
     # a second run reuses the cached shards and spatial weights (same options, same key)
     cached = list((out / "cache").iterdir())

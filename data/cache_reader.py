@@ -1,0 +1,214 @@
+"""Training batches from a token cache (`data.cache=DIR`): no decoding, no spatial forward.
+
+The cache's view shards are streamed like video shards (`data.stream.ShardStream`, resampled,
+through the shuffle buffer): each draw picks one (source shard, view) tar at random, so a
+pass over the split's S source shards sees every clip once on average, in one of its K views
+chosen at random. The stream is a pure function of (seed, rank, worker, start_step), as the
+video stream is. Batches are `((frame embeddings B x T x D, patches B x T x N x D), labels B)`
+on the device, tokens in the cache's half precision (the model casts them to its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.cache_format import (
+    EMBED,
+    PATCHES,
+    CacheError,
+    check_spec,
+    decode_array,
+    read_cache_manifest,
+    split_view_shards,
+)
+from data.config import DataConfig
+from data.fork import forking
+from data.prefetch import Prefetcher
+from data.records import BadRecord, record_label
+from data.shard_check import shards_with_samples
+from data.stream import ShardStream
+
+Tokens = tuple[torch.Tensor, torch.Tensor]
+
+
+class _TokenRecords(torch.utils.data.IterableDataset):
+    """Worker side: cache records -> (embed T x D, patches T x N x D, label) as tensors."""
+
+    def __init__(self, stream: ShardStream, num_classes: int, frames: int, patches: int, dim: int):
+        self.stream, self.num_classes = stream, num_classes
+        self.frames, self.patches, self.dim = frames, patches, dim
+
+    def _record(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        label = record_label(sample["cls"], self.num_classes)
+        embed = decode_array(sample[EMBED])
+        if PATCHES in sample:
+            patches = decode_array(sample[PATCHES])
+        else:
+            patches = np.zeros((self.frames, 0, self.dim), embed.dtype)
+        if embed.shape != (self.frames, self.dim) or patches.shape != (
+            self.frames,
+            self.patches,
+            self.dim,
+        ):
+            raise BadRecord("meta", f"token shapes {embed.shape}, {patches.shape}")
+        return torch.from_numpy(embed), torch.from_numpy(patches), label
+
+    def __iter__(self) -> Iterator[Any]:
+        for sample in self.stream:
+            if "__corrupt__" in sample:
+                yield sample
+                continue
+            try:
+                yield self._record(sample)
+            except BadRecord as e:
+                yield {"__bad__": e.kind}
+            except Exception:  # a truncated or foreign member: skipped and counted
+                yield {"__corrupt__": 1}
+
+
+class CachedTrainBatches:
+    """Endless training micro-batches of cached tokens; see the module docstring.
+
+    Implements the trainer's `TrainBatches` protocol (`core.batches`) with token batches in
+    place of frames. Opening it checks the cache against the run: `expect` (the run's pinned
+    fields, `core.cache_spec`) and the class list of the shards evaluation reads.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        *,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        device: torch.device,
+        expect: dict[str, Any],
+        classes: list[str],
+    ):
+        if cfg.cache is None:
+            raise ValueError("data.cache is not set")
+        self.cfg, self.root = cfg, Path(cfg.cache)
+        self.manifest = read_cache_manifest(self.root)
+        check_spec(self.manifest, expect, self.root)
+        if list(self.manifest["classes"]) != list(classes):
+            raise CacheError(
+                f"token cache {self.root} was built from shards with classes "
+                f"{self.manifest['classes'][:5]}... ({len(self.manifest['classes'])}), "
+                f"data.root has {classes[:5]}... ({len(classes)}): evaluation would score "
+                "other labels"
+            )
+        self.num_classes = len(classes)
+        split = self.manifest["splits"].get(cfg.train_split)
+        self.shards = shards_with_samples(
+            split_view_shards(self.manifest, self.root, cfg.train_split),
+            f"split '{cfg.train_split}' of token cache {self.root}",
+        )
+        self.views = int(split["views"])
+        spec = self.manifest["spec"]
+        self.frames = int(spec["data.frames"])
+        self.patches, self.dim = int(spec["tokens"]["patches"]), int(spec["tokens"]["dim"])
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world_size, seed
+        self.device = device
+        self.decoder = "token-cache"
+        self.counters = {"corrupt_skipped": 0, "bad_label_skipped": 0, "bad_meta_skipped": 0}
+        self.counters["clips"] = 0
+        self._prefetchers: list[Prefetcher] = []
+
+    def stats(self) -> dict[str, float]:
+        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
+
+    def close(self) -> None:
+        """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""
+        for p in self._prefetchers:
+            p.close()
+
+    def __enter__(self) -> CachedTrainBatches:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def batches(self, start_step: int = 0) -> Iterator[tuple[Tokens, torch.Tensor]]:
+        stream = ShardStream(
+            self.shards,
+            rank=self.rank,
+            world=self.world,
+            seed=self.seed,
+            start_step=start_step,
+            resample=True,
+            shuffle_buffer=self.cfg.shuffle_buffer,
+        )
+        records = _TokenRecords(stream, self.num_classes, self.frames, self.patches, self.dim)
+        workers = self.cfg.resolved_workers()
+        kw = {"prefetch_factor": 8} if workers > 0 else {}
+        loader = torch.utils.data.DataLoader(records, batch_size=None, num_workers=workers, **kw)
+        with forking():  # forks its workers here, in the caller's thread (data/fork.py)
+            items = iter(loader)
+        prefetcher = Prefetcher(
+            lambda: self._batched(items), depth=self.cfg.prefetch, device=self.device
+        )
+        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
+        try:
+            yield from prefetcher
+        finally:  # the consumer stopped early (or the generator was dropped)
+            prefetcher.close()
+
+    def _batched(self, items: Iterator[Any]) -> Iterator[tuple[Tokens, torch.Tensor]]:
+        ready: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        since_good, limit = 0, max(1000, sum(count for _, count in self.shards))
+        for item in items:
+            if isinstance(item, dict):
+                kind = "corrupt" if "__corrupt__" in item else f"bad_{item['__bad__']}"
+                self.counters[f"{kind}_skipped"] += int(item.get("__corrupt__", 1))
+                since_good += 1
+                if since_good > limit:
+                    raise RuntimeError(
+                        f"no usable record in the last {since_good} read from token cache "
+                        f"{self.root} ({self.counters})"
+                    )
+                continue
+            since_good = 0
+            ready.append(item)
+            if len(ready) == self.batch_size:
+                yield self._emit(ready)
+                ready = []
+
+    def _emit(self, items: list[tuple[torch.Tensor, torch.Tensor, int]]):
+        self.counters["clips"] += len(items)
+        embed = torch.stack([e for e, _, _ in items])
+        patches = torch.stack([p for _, p, _ in items])
+        labels = torch.tensor([y for _, _, y in items], dtype=torch.long)
+        if self.device.type == "cuda":
+            embed, patches, labels = embed.pin_memory(), patches.pin_memory(), labels.pin_memory()
+        move = {"device": self.device, "non_blocking": True}
+        return (embed.to(**move), patches.to(**move)), labels.to(**move)
+
+
+def open_cached_train_batches(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    device: torch.device,
+    expect: dict[str, Any],
+    classes: list[str],
+) -> CachedTrainBatches:
+    """Training stream from `cfg.cache`, refused unless its pinned fields equal `expect`."""
+    return CachedTrainBatches(
+        cfg,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        device=device,
+        expect=expect,
+        classes=classes,
+    )
