@@ -19,6 +19,7 @@ from core.checkpoint import (
     check_resume_config,
     checkpoint_name,
     latest_checkpoint,
+    read_data_position,
     remove_stale_tmp,
     resume_checkpoint,
     resume_target,
@@ -36,6 +37,7 @@ from core.spatial import file_sha256
 from core.tracking import Tracker
 
 if TYPE_CHECKING:
+    from core.batches import TrainBatches
     from core.config import ExperimentConfig
 
 
@@ -185,11 +187,12 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     num_classes = len(manifest["classes"])
     trainer = Trainer(cfg, num_classes)
     data_kw = _data_kwargs(cfg, trainer)
-    start_step = _resume(cfg, trainer, run_dir, rank)
+    start_step, data_position = _resume(cfg, trainer, run_dir, rank)
     tracker = Tracker(cfg.tracking, run_dir, enabled=rank == 0)
     if start_step == 0:
         tracker.log_params(flatten(to_dict(cfg)) | trainer.param_counts)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    metrics.truncate_after(start_step)  # the steps after it run again: no duplicate rows
     if rank == 0:
         log.info(
             "mode=%s spatial=%s frames=%d trainable=%s frozen=%s precision=%s device=%s world=%d",
@@ -209,10 +212,11 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     status = "FAILED"
     try:
         step_times, result = _train_loop(
-            cfg, trainer, train_batches, start_step, metrics, tracker, evaluator
+            cfg, trainer, train_batches, start_step, data_position, metrics, tracker, evaluator
         )
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
-            _save(cfg, trainer, run_dir, rank)  # before the eval: a failing eval loses nothing
+            # before the eval: a failing eval loses nothing
+            _save(cfg, trainer, run_dir, rank, train_batches.position())
         eval_result = evaluator()
         eval_record = {"step": trainer.step, "event": "eval", **eval_result}
         metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
@@ -270,8 +274,9 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
 def _train_loop(
     cfg: ExperimentConfig,
     trainer: Trainer,
-    source: Any,
+    source: TrainBatches,
     start_step: int,
+    data_position: dict[str, Any] | None,
     metrics: MetricsLog,
     tracker: Tracker,
     evaluator: _Evaluator,
@@ -282,7 +287,7 @@ def _train_loop(
     tc = cfg.train
     run_dir = Path(cfg.out_dir)
     clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
-    stream = iter(source.batches(start_step))
+    stream = iter(source.batches(start_step, data_position))
     memory = PeakMemory(trainer.device)
     memory.start()
     step_times: list[float] = []
@@ -350,7 +355,7 @@ def _train_loop(
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
-                _save(cfg, trainer, run_dir, trainer.rank)
+                _save(cfg, trainer, run_dir, trainer.rank, source.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
     finally:
@@ -404,22 +409,25 @@ class _Evaluator:
             self._source.close()
 
 
-def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:
+def _resume(
+    cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int
+) -> tuple[int, dict[str, Any] | None]:
+    """(step to start at, this rank's data position to continue the stream at, if saved)."""
     if rank == 0:
         remove_stale_tmp(run_dir)  # saves that were killed leave only a .tmp folder
     if cfg.resume is None:
-        return 0
+        return 0, None
     if cfg.resume == "auto":
         path = latest_checkpoint(run_dir)
         if path is None:
-            return 0
+            return 0, None
     else:
         path = Path(cfg.resume)
     step = resume_checkpoint(trainer.engine, path, rank)
     trainer.step = step
     if rank == 0:
         log.info("resumed from %s at step %d", path, step)
-    return step
+    return step, read_data_position(path, rank)
 
 
 def _has_checkpoint(run_dir: Path, step: int) -> bool:
@@ -427,7 +435,13 @@ def _has_checkpoint(run_dir: Path, step: int) -> bool:
     return latest is not None and latest.name == checkpoint_name(step)
 
 
-def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> Path:
+def _save(
+    cfg: ExperimentConfig,
+    trainer: Trainer,
+    run_dir: Path,
+    rank: int,
+    data_position: dict[str, Any] | None = None,
+) -> Path:
     spatial_weights = None
     if cfg.mode == "frozen" and cfg.spatial.weights:
         spatial_weights = {
@@ -449,6 +463,7 @@ def _save(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> 
         rank,
         cfg.train.keep_checkpoints,
         extra_weights=spatial_state,
+        data_position=data_position,
     )
 
 
