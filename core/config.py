@@ -14,7 +14,7 @@ from core.shipped import CONFIGS, shipped_names, shipped_path
 from core.spatial import SpatialConfig
 from core.temporal import TemporalConfig
 from core.tracking import TrackingConfig
-from core.trainer import TrainConfig
+from core.train_config import TrainConfig
 from data.config import DataConfig
 
 

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint without an optimiser: the model built with `temporal.init=checkpoint`.
+"""Checks before a checkpoint is evaluated (`launch/run.py` runs the evaluation).
 
 The shard set must have the checkpoint's class set: a classifier trained on other classes
 scores nothing meaningful, so a mismatch is an error before any model is built.
@@ -6,44 +6,9 @@ scores nothing meaningful, so a mismatch is an error before any model is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from core import engine as ds_engine
 from core.ckpt_format import head_classes
-from core.evaluate import evaluate
-from core.model import build_model
-
-if TYPE_CHECKING:
-    from core.config import ExperimentConfig
-
-
-def evaluate_checkpoint(cfg: ExperimentConfig) -> dict[str, Any]:
-    from data.loader import open_eval_batches, read_manifest
-
-    rank, world = ds_engine.init_distributed()
-    dev = ds_engine.device()
-    dtype = (
-        torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    )
-    manifest = read_manifest(cfg.data.root)
-    check_class_set(cfg.temporal.checkpoint, manifest["classes"], cfg.data.root)
-    model = build_model(cfg, len(manifest["classes"])).to(dev, dtype).eval()
-    batches = open_eval_batches(
-        cfg.data,
-        batch_size=cfg.data.eval_batch_size,
-        img_size=cfg.spatial.img_size,
-        mean=tuple(model.spatial.mean),
-        std=tuple(model.spatial.std),
-        rank=rank,
-        world_size=world,
-        device=dev,
-        dtype=dtype,
-        max_videos=cfg.train.eval_max_videos,
-    )
-    result = evaluate(lambda x: model(x.to(dev, dtype)), batches, dev)
-    return {"checkpoint": cfg.temporal.checkpoint, **result, **batches.stats()}
 
 
 class ClassSetError(ValueError):

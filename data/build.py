@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data.fork import forking
 from data.labels import LabelFileError, read_labels
 from data.manifest import (
     MANIFEST,
@@ -162,7 +163,9 @@ def _results(jobs: list, workers: int) -> Iterator[tuple[int, EncodedVideo | str
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_prepare, jobs)
         return
-    with mp.get_context("fork").Pool(workers) as pool:
+    with forking():
+        pool = mp.get_context("fork").Pool(workers)
+    with pool:
         yield from pool.imap(_prepare, jobs, chunksize=1)
 
 

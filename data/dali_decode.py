@@ -119,6 +119,10 @@ class DaliClipDecoder:
             return torch.from_dlpack(out.as_tensor()).clone()
         return torch.from_numpy(out.as_array().copy())
 
+    def close(self) -> None:
+        """Drop the pipeline now; it is rebuilt on the next decode."""
+        self._pipe = None
+
     def decode(
         self, items: Sequence[tuple[bytes, np.ndarray, Box]]
     ) -> tuple[torch.Tensor | None, list[int]]:

@@ -10,6 +10,7 @@ list is complete, which a user-built manifest cannot promise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -160,10 +161,9 @@ class ClipJobs(torch.utils.data.IterableDataset):
         """Draw what `_job` would draw for this record, and nothing more: no copy, no decode."""
         if "__corrupt__" in sample:
             return
-        try:
+        # a record that fails here fails the same way in `_job`, after the same draws
+        with contextlib.suppress(Exception):
             self._plan(sample, rng)
-        except Exception:  # the same record fails the same way in `_job`, after the same draws
-            pass
 
 
 def own_share(items: int, worker: int, workers: int) -> int:

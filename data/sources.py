@@ -28,6 +28,7 @@ from common.seeding import torch_generator
 from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
+from data.fork import forking
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import Prefetcher
@@ -112,9 +113,18 @@ class StreamingBatches:
         return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
 
     def close(self) -> None:
+        """Stop prefetch threads and release the DALI pipeline; safe to call twice."""
         for p in self._prefetchers:
             p.close()
+        if self._dali is not None:
+            self._dali.close()
         self._dali = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _jobs(self, stream: ShardStream, **job_options) -> ClipJobs:
         cfg = self.cfg
@@ -134,8 +144,9 @@ class StreamingBatches:
         """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer:
         `(frames, labels, StreamPosition)`; the first `skip` items are replay markers."""
         # The DataLoader's iterator (which forks its workers) is made here, in the caller's
-        # thread: forking from the prefetch thread left later DataLoaders hanging in tests.
-        jobs = iter(loader)
+        # thread, never from the prefetch thread; `forking` keeps DALI garbage out of them.
+        with forking():
+            jobs = iter(loader)
         prefetcher = Prefetcher(
             lambda: iter(
                 Batcher(
@@ -219,9 +230,13 @@ class TrainBatchSource(StreamingBatches):
         )
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
         loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False, generator=generator)
-        for frames, labels, position_after in self._batched(loader, skip or 0):
-            self._position = position_after  # set when the consumer takes this batch
-            yield frames[:, 0], labels
+        batched = self._batched(loader, skip or 0)
+        try:
+            for frames, labels, position_after in batched:
+                self._position = position_after  # set when the consumer takes this batch
+                yield frames[:, 0], labels
+        finally:  # the consumer stopped early (or the generator was dropped)
+            batched.close()
 
     def position(self) -> dict[str, Any]:
         """The stream position after the last batch `batches()` handed out (plain JSON)."""
@@ -254,7 +269,9 @@ class TrainBatchSource(StreamingBatches):
                 )
             return None
         ours = self._stream_identity()
-        changed = [f"{k} {position.get(k)!r} -> {v!r}" for k, v in ours.items() if position.get(k) != v]
+        changed = [
+            f"{k} {position.get(k)!r} -> {v!r}" for k, v in ours.items() if position.get(k) != v
+        ]
         items = position.get("items")
         if not isinstance(items, int) or items < 0:
             changed.append(f"items {items!r} (not a count)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common.seeding import numpy_rng
+from data.fork import forking
 from data.manifest import MANIFEST, empty_manifest, set_split, write_json_atomic
 from data.shard_writer import ShardWriter
 from data.transcode import encode_frames
@@ -338,7 +339,9 @@ def make_synthetic(
         ]
         writer = ShardWriter(out, split, max_bytes=2**62)
         if workers > 1 and len(jobs) > 1:
-            with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            with forking():
+                pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
+            with pool:
                 chunks = pool.imap(_encode_chunk, jobs)
                 _write_chunks(writer, chunks, split, seed, frames, size, codec, ext, names)
         else:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(config: str, overrides: list[str]) -> int:
     from core.config import load_config
-    from core.evaluation_run import evaluate_checkpoint
+    from launch.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(load_config(config, overrides))
     if int(os.environ.get("RANK", "0")) == 0:

@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
     from core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from core.trainer import run_training
+    from launch.run import run_training
 
     summary = run_training(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import core.trainer  # noqa: E402
+import core.fit  # noqa: E402
 from launch import train  # noqa: E402
 
 KILL_AT = int(os.environ["VIVIT_KILL_AT_STEP"])
-_save = core.trainer._save
+_save = core.fit._save
 
 
 def _save_or_die(cfg, trainer, *args, **kwargs):
@@ -32,7 +32,7 @@ def _save_or_die(cfg, trainer, *args, **kwargs):
     return _save(cfg, trainer, *args, **kwargs)
 
 
-core.trainer._save = _save_or_die
+core.fit._save = _save_or_die
 
 if __name__ == "__main__":
     sys.exit(train.main())

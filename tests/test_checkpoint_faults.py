@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import CheckpointSaveError, latest_checkpoint, save_checkpoint
-from core.trainer import _resume
+from core.fit import _resume
 from tests.engine_helpers import tiny_trainer
 
 META = {"mode": "frozen", "spatial_weights": None}
@@ -74,5 +74,5 @@ def test_stale_tmp_is_removed_at_next_save(trainer, tmp_path: Path) -> None:
 
 def test_stale_tmp_is_removed_at_resume(trainer, tmp_path: Path) -> None:
     stale = _killed_save(tmp_path, 3)
-    assert _resume(trainer.cfg, trainer, tmp_path, rank=0) == 0  # nothing to resume from
+    assert _resume(trainer.cfg, trainer, tmp_path, rank=0) == (0, None)  # nothing to resume
     assert not stale.exists()

@@ -57,16 +57,21 @@ def _train(root: Path, decoder: str = "dali", **cfg: object):
     )
 
 
+def _first_batch(root: Path):
+    with _train(root) as src:
+        return next(src.batches(0))
+
+
 def read_batches(root: str, batches: int, decoder: str = "dali") -> dict:
     """Labels seen in `batches` training batches and the loader's stats (used in subprocesses)."""
-    src = _train(Path(root), decoder)
-    it = src.batches(0)
-    labels: set[int] = set()
-    for _ in range(batches):
-        frames, y = next(it)
-        assert frames.shape == (4, 4, 3, 16, 16) and torch.isfinite(frames).all()
-        labels |= set(y.tolist())
-    return {"labels": sorted(labels), **src.stats()}
+    with _train(Path(root), decoder) as src:
+        it = src.batches(0)
+        labels: set[int] = set()
+        for _ in range(batches):
+            frames, y = next(it)
+            assert frames.shape == (4, 4, 3, 16, 16) and torch.isfinite(frames).all()
+            labels |= set(y.tolist())
+        return {"labels": sorted(labels), **src.stats()}
 
 
 def _in_subprocess(root: Path, batches: int, decoder: str = "dali", timeout: int = 120):
@@ -111,8 +116,9 @@ def test_eval_skips_out_of_range_labels(tmp_path: Path) -> None:
         device=torch.device("cpu"),
         dtype=torch.float32,
     )
-    labels = [y for _, batch in src for y in batch.tolist()]
-    assert sorted(labels) == [0, 1, 2] and src.stats()["bad_label_skipped"] == 1
+    with src:
+        labels = [y for _, batch in src for y in batch.tolist()]
+        assert sorted(labels) == [0, 1, 2] and src.stats()["bad_label_skipped"] == 1
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pyav"])
@@ -191,7 +197,7 @@ def test_empty_only_train_shard_fails_fast(tmp_path: Path, kind: str) -> None:
     else:
         with tarfile.open(shard, "w") as tar:
             tar.add(__file__, arcname="README")
-    box = _within(30, lambda: next(_train(root).batches(0)))
+    box = _within(30, lambda: _first_batch(root))
     assert isinstance(box.get("error"), ValueError), box
     assert "no shard holds a sample" in str(box["error"]) and str(shard) in str(box["error"])
 
@@ -203,7 +209,8 @@ def test_empty_shard_beside_good_ones_is_skipped(tmp_path: Path, caplog) -> None
         src = _train(root)
     assert len(src.shards) == 1
     assert "train-000001.tar" in caplog.text
-    _, labels = next(src.batches(0))
+    with src:
+        _, labels = next(src.batches(0))
     assert len(labels) == 4
 
 
@@ -214,6 +221,6 @@ def test_split_with_nothing_usable_is_an_error_not_a_hang(tmp_path: Path) -> Non
         record["cls"] = b"999"
         records.append((f"b{i}", record))
     root = write_shard_set(tmp_path, {"train": [records]}, CLASSES, flip_safe=False)
-    box = _within(60, lambda: next(_train(root).batches(0)))
+    box = _within(60, lambda: _first_batch(root))
     assert isinstance(box.get("error"), RuntimeError), box
     assert "no usable record" in str(box["error"])

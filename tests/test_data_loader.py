@@ -71,14 +71,14 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
     root = write_shard_set(
         tmp_path, {"train": [good + [("bad1", garbage), ("bad2", no_json)]]}, list("abcd")
     )
-    src = _open(root, workers=0, decoder="dali")
-    it = src.batches(0)
-    seen = set()
-    for _ in range(6):
-        _, labels = next(it)
-        seen |= set(labels.tolist())
-    assert seen == {0, 1, 2}  # label 3 exists only in the corrupt records
-    assert src.stats()["corrupt_skipped"] >= 2
+    with _open(root, workers=0, decoder="dali") as src:
+        it = src.batches(0)
+        seen = set()
+        for _ in range(6):
+            _, labels = next(it)
+            seen |= set(labels.tolist())
+        assert seen == {0, 1, 2}  # label 3 exists only in the corrupt records
+        assert src.stats()["corrupt_skipped"] >= 2
 
 
 def test_flip_policy():
@@ -94,8 +94,9 @@ def test_train_stream_reproducible_from_start_step(tmp_path):
     root = write_shard_set(tmp_path, {"train": [recs[:3], recs[3:]]}, list("abcdef"))
 
     def labels(step):
-        it = _open(root, workers=0, decoder="dali").batches(step)
-        return [next(it)[1].tolist() for _ in range(4)]
+        with _open(root, workers=0, decoder="dali") as src:
+            it = src.batches(step)
+            return [next(it)[1].tolist() for _ in range(4)]
 
     assert labels(5) == labels(5)
     assert labels(5) != labels(6)

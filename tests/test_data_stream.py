@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from data.config import DataConfig
+from data.fork import forking
 from data.loader import open_eval_batches
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
@@ -29,7 +30,9 @@ def _keys(root, rank, world, workers, **kw):
     shards = split_shards(read_manifest(root), root, "train")
     stream = ShardStream(shards, rank=rank, world=world, **kw)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
-    return [s["__key__"] for s in loader if "__key__" in s]
+    with forking():
+        it = iter(loader)
+    return [s["__key__"] for s in it if "__key__" in s]
 
 
 @pytest.mark.parametrize(
@@ -77,8 +80,9 @@ def test_eval_batches_split_exactly_across_ranks(tmp_path):
             dtype=torch.float32,
             max_videos=None,
         )
-        for frames, y in src:
-            assert frames.shape[1:] == (6, 2, 3, 16, 16)
-            labels += y.tolist()
-        assert src.num_classes == 7
+        with src:
+            for frames, y in src:
+                assert frames.shape[1:] == (6, 2, 3, 16, 16)
+                labels += y.tolist()
+            assert src.num_classes == 7
     assert sorted(labels) == list(range(7))

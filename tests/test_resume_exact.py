@@ -5,7 +5,7 @@ newest checkpoint is step 2, `metrics.jsonl` already logged steps 3-4, and the l
 ahead. Resumed with `resume=auto`, it must log for steps 3-6 exactly the losses (and final
 validation loss) of an uninterrupted run with the same seed, with no duplicate rows: on one
 rank and on two ranks under the `deepspeed` launcher, with 0 or 2 DataLoader workers and
-prefetch depth 0 or 2 (CPU, fp32).
+prefetch depth 0 or 2 (CPU, fp32). The fast in-process version is `tests/test_resume_probe.py`.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def _check_resume_is_exact(
     assert summary["top1"] == ref_summary["top1"]
 
 
+@pytest.mark.slow  # two or three `vivit train` processes each: 20-75 s on a 2-core CPU
 @pytest.mark.parametrize("workers,prefetch", [(0, 0), (0, 2), (2, 0), (2, 2)])
 def test_killed_run_resumes_exactly(
     shards: Path, reference, tmp_path: Path, workers: int, prefetch: int

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.config import load_config
-from core.trainer import run_training
+from launch.run import run_training
 from tests.data_helpers import level, video_record, write_shard_set
 from tests.tracking_helpers import BlackHole, mlflow_env_restored
 
@@ -82,7 +82,7 @@ def test_final_checkpoint_is_saved_before_the_final_eval(
     def broken_eval(*args, **kwargs):
         raise RuntimeError("eval broke")
 
-    monkeypatch.setattr("core.trainer._Evaluator.__call__", broken_eval)
+    monkeypatch.setattr("core.fit._Evaluator.__call__", broken_eval)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="eval broke"):
         _run(clean, out)
