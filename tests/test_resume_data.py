@@ -20,6 +20,7 @@ from core.ckpt_manifest import CheckpointError
 from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
+from data.fork import forking
 from data.jobs import SKIPPED, ClipJobs, own_share
 from data.loader import open_train_batches
 from data.manifest import read_manifest, split_shards
@@ -65,7 +66,9 @@ def _jobs(root: Path, skip: int, workers: int) -> list:
         skip=skip,
     )
     loader = torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers)
-    return [_comparable(item) for item in itertools.islice(loader, 30)]
+    with forking():  # as data/ forks its workers: no DALI garbage of earlier tests in them
+        items = iter(loader)
+    return [_comparable(item) for item in itertools.islice(items, 30)]
 
 
 def _comparable(item: dict) -> tuple:
