@@ -21,6 +21,11 @@ def _version(dist: str) -> str | None:
 
 
 def _git_commit() -> str | None:
+    """HEAD (with `-dirty` for uncommitted changes), or `VIVIT_GIT_COMMIT` when set: the GPU
+    machine runs a copy of the working tree whose git state is not the one being measured."""
+    pinned = os.environ.get("VIVIT_GIT_COMMIT", "").strip()
+    if pinned:
+        return pinned
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10

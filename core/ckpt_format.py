@@ -11,7 +11,8 @@ Layout of `<run>/checkpoints/step_0000100/`:
   rng_rank{R}.json     each rank's RNG states (plain JSON)
   data_rank{R}.json    each rank's training-stream position after the last batch it trained on
                        (what the batch source's `position()` returned), for exact resume
-  meta.json            step, mode, spatial weights path + sha256 (or null), config
+  meta.json            step, mode, spatial weights path + sha256 (or null), config, class names
+                       (+ the clip fps / duration cap of the training shards), for `vivit predict`
   sha256.json          digest of every file above (`core.ckpt_manifest`); written last
 Everything is written into `step_0000100.tmp/` and renamed once complete, so a crash mid-save
 leaves only a `.tmp` folder, which no reader counts and the next save or resume removes.

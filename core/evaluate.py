@@ -9,6 +9,14 @@ import torch
 from core import engine as ds_engine
 
 
+def multiview_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor
+) -> torch.Tensor:
+    """`B×V×T×C×H×W` views -> `B×classes` logits, averaged over each video's V views."""
+    b, v = frames.shape[:2]
+    return forward(frames.flatten(0, 1)).float().view(b, v, -1).mean(dim=1)
+
+
 @torch.no_grad()
 def evaluate(
     forward: Callable[[torch.Tensor], torch.Tensor],
@@ -19,8 +27,8 @@ def evaluate(
     # Summed on the device and read once at the end: no host sync per batch.
     sums = torch.zeros(4, dtype=torch.float64, device=dev)  # top-1 hits, top-5 hits, videos, loss
     for frames, labels in batches:
-        b, v = frames.shape[:2]
-        logits = forward(frames.flatten(0, 1)).float().view(b, v, -1).mean(dim=1)
+        b = frames.shape[0]
+        logits = multiview_logits(forward, frames)
         labels = labels.to(logits.device)
         k = min(5, logits.shape[-1])
         hits = logits.topk(k, dim=-1).indices.eq(labels[:, None])

@@ -47,9 +47,14 @@ def fit(
     train_source: TrainBatches,
     make_eval_source: Callable[[], EvalBatches],
     wall_start: float | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Resume, the step loop, periodic and final evaluation, checkpoints, metrics and MLflow,
-    and `summary.json`: everything of a run after its parts are built (`launch/run.py`)."""
+    and `summary.json`: everything of a run after its parts are built (`launch/run.py`).
+
+    `checkpoint_meta`: more entries for every checkpoint's `meta.json`, from the composition
+    root (the class names and clip geometry of the training shards, for `vivit predict`)."""
+    checkpoint_meta = dict(checkpoint_meta or {})
     wall_start = time.perf_counter() if wall_start is None else wall_start
     rank, world = trainer.rank, trainer.world_size
     run_dir = Path(cfg.out_dir)
@@ -75,11 +80,19 @@ def fit(
     status = "FAILED"
     try:
         step_times, result = _train_loop(
-            cfg, trainer, train_source, start_step, data_position, metrics, tracker, evaluator
+            cfg,
+            trainer,
+            train_source,
+            start_step,
+            data_position,
+            metrics,
+            tracker,
+            evaluator,
+            checkpoint_meta,
         )
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             # before the eval: a failing eval loses nothing
-            _save(cfg, trainer, run_dir, rank, train_source.position())
+            _save(cfg, trainer, run_dir, rank, checkpoint_meta, train_source.position())
         eval_result = evaluator()
         eval_record = {"step": trainer.step, "event": "eval", **eval_result}
         metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
@@ -142,6 +155,7 @@ def _train_loop(
     metrics: MetricsLog,
     tracker: Tracker,
     evaluator: _Evaluator,
+    checkpoint_meta: dict[str, Any],
 ) -> tuple[list[float], dict[str, Any]]:
     """The step loop. The host syncs with the device only on logging steps (reading the loss),
     unless `train.sync_steps`; step times are then the mean over each logging window, and the
@@ -208,16 +222,17 @@ def _train_loop(
                 window_t0, window_c0 = time.perf_counter(), time.process_time()
             paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                result = evaluator()
-                # training time so far (evals excluded), wall clock and process CPU (all threads)
-                result |= {
-                    "train_time_s": train_time + time.perf_counter() - window_t0,
-                    "train_cpu_s": train_cpu + time.process_time() - window_c0,
+                # training time so far, read before the evaluation runs (it is not training):
+                # wall clock and process CPU (all threads)
+                so_far = {
+                    "train_time_s": train_time + paused - window_t0,
+                    "train_cpu_s": train_cpu + paused_cpu - window_c0,
                 }
+                result = evaluator() | so_far
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
-                _save(cfg, trainer, run_dir, trainer.rank, source.position())
+                _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, source.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
     finally:
@@ -283,6 +298,7 @@ def _save(
     trainer: Trainer,
     run_dir: Path,
     rank: int,
+    extra_meta: dict[str, Any] | None = None,
     data_position: dict[str, Any] | None = None,
 ) -> Path:
     spatial_weights = None
@@ -292,6 +308,7 @@ def _save(
             "sha256": file_sha256(cfg.spatial.weights),
         }
     meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg)}
+    meta |= extra_meta or {}
     spatial_state = None
     if cfg.mode == "frozen" and not cfg.spatial.weights:
         # A backbone from a random init exists in no file: the checkpoint carries it, so that

@@ -16,7 +16,8 @@ import torch
 
 from data.augment import normalise
 from data.dali_decode import DaliClipDecoder
-from data.jobs import SKIPPED, pyav_views
+from data.jobs import SKIPPED
+from data.pyav_decode import decode_views
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Batcher:
     def _retry_on_cpu(self, job: dict) -> torch.Tensor | None:
         """The job's views decoded by PyAV, or None when the CPU cannot decode it either."""
         try:
-            frames = pyav_views(job["data"], job["views"], self.size)
+            frames = decode_views(job["data"], job["views"], self.size)
         except Exception as e:  # truly corrupt: counted by the caller
             log.debug("PyAV could not decode a clip DALI refused either: %s", e)
             return None

@@ -18,25 +18,15 @@ import numpy as np
 import torch
 
 from common.seeding import numpy_rng
-from data.augment import crop_resize, eval_boxes, mirror, random_resized_crop
+from data.augment import eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
 from data.manifest import VIDEO_EXTS
-from data.pyav_decode import decode_frames
+from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
 from data.sampling import eval_indices, train_indices
 from data.stream import ShardStream
 
 log = logging.getLogger(__name__)
-
-
-def pyav_views(data: bytes, views: list[tuple[np.ndarray, tuple]], size: int) -> torch.Tensor:
-    """Every view of one video decoded with PyAV: uint8 `V×T×C×size×size` (one decode pass)."""
-    decoded = torch.from_numpy(decode_frames(data, np.concatenate([idx for idx, _ in views])))
-    out, start = [], 0
-    for idx, box in views:
-        out.append(crop_resize(decoded[start : start + len(idx)], box, size))
-        start += len(idx)
-    return torch.stack(out)
 
 
 def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
@@ -129,7 +119,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
             fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
         return {
             "label": label,
-            "frames": pyav_views(data, views, self.size),
+            "frames": decode_views(data, views, self.size),
             "fallback": fallback,
         }
 

@@ -86,3 +86,17 @@ def set_split(manifest: dict, split: str, shards: list[dict]) -> None:
     """Record one split's shards (`{"name", "count"}`) and refresh the totals."""
     manifest["splits"][split] = {"shards": shards, "count": sum(s["count"] for s in shards)}
     manifest["totals"] = {k: v["count"] for k, v in manifest["splits"].items()}
+
+
+def checkpoint_labels(manifest: dict, split: str) -> dict[str, Any]:
+    """What a checkpoint keeps of the shard set, so a video file can be classified without it:
+    the class names, and the frame rate and duration the `split` clips were cut to at build
+    time (`--fps`, `--max-seconds`; None: the source video's own, as `--codec copy` keeps)."""
+    builds = manifest.get("builds")
+    build = (builds.get(split) if isinstance(builds, dict) else None) or manifest.get("build")
+    build = build if isinstance(build, dict) and build.get("codec") != "copy" else {}
+    return {
+        "classes": [str(c) for c in manifest["classes"]],
+        "clip_fps": build.get("fps"),
+        "clip_max_seconds": build.get("max_seconds"),
+    }

@@ -71,6 +71,39 @@ def encode_frames(
     return buf.getvalue()
 
 
+class FramePicker:
+    """Which source frames a re-encoded clip keeps: frame-rate reduction to `fps` and a cap of
+    `max_seconds`, decided from each frame's presentation time (seconds, in order). Shared by
+    the shard builder and `kept_frames`, so a video file read directly sees the same frames."""
+
+    def __init__(self, fps: float, max_seconds: float | None = None):
+        self.step, self.max_seconds, self.next_tick = 1.0 / fps, max_seconds, 0.0
+
+    def past_end(self, t: float) -> bool:
+        return self.max_seconds is not None and t >= self.max_seconds
+
+    def keep(self, t: float) -> bool:
+        if t + 1e-6 < self.next_tick:
+            return False
+        self.next_tick += self.step
+        return True
+
+
+def kept_frames(
+    times: list[float], src_fps: float, fps: float | None, max_seconds: float | None
+) -> list[int]:
+    """Indices of the frames (presentation times `times`) that `prepare_video` would keep for
+    `--fps fps --max-seconds max_seconds`."""
+    picker = FramePicker(min(fps, src_fps) if fps else src_fps, max_seconds)
+    kept = []
+    for i, t in enumerate(times):
+        if picker.past_end(t):
+            break
+        if picker.keep(t):
+            kept.append(i)
+    return kept
+
+
 def _even(x: float) -> int:
     return max(2, int(round(x / 2)) * 2)
 
@@ -130,15 +163,14 @@ def prepare_video(
         src_fps = float(stream.average_rate or stream.guessed_rate or 25)
         out_fps = min(fps, src_fps) if fps else src_fps
         frames: list[np.ndarray] = []
-        next_tick = 0.0
+        picker = FramePicker(out_fps, max_seconds)
         try:
             for i, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else i / src_fps
-                if max_seconds is not None and t >= max_seconds:
+                if picker.past_end(t):
                     break
-                if t + 1e-6 < next_tick:
+                if not picker.keep(t):
                     continue  # dropped by frame-rate reduction
-                next_tick += 1.0 / out_fps
                 if codec == "copy":
                     frames.append(np.empty((frame.height, frame.width, 0), np.uint8))
                 else:

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("launch.pretrain", "pretrain a timm ViT on an image folder (spatial weights)"),
     "train": ("launch.train", "train ViViT-FE from a YAML config (full or frozen mode)"),
     "eval": ("launch.evaluate", "multi-view top-1/top-5 of a checkpoint"),
+    "predict": ("launch.predict", "top classes of video files, read directly, by a checkpoint"),
     "config": ("launch.config", "list config keys (type, default, meaning) or show a resolved one"),
     "demo": ("launch.demo", "the method vs full fine-tuning on the built-in synthetic set"),
     "ablate": ("launch.ablate", "adapter x temporal-init grid on the built-in synthetic set"),

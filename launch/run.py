@@ -1,6 +1,7 @@
 """The composition root of a training run: config -> data sources + trainer -> `core.fit`.
 
-The only place where `data/` (shards, decoding) and `core/` (model, engine, loop) meet.
+The only place in training where `data/` (shards, decoding) and `core/` (model, engine, loop)
+meet; `launch/predict.py` is prediction's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core.fit import fit
 from core.model import build_model
 from core.trainer import Trainer
 from data.loader import ensure_dataset, open_eval_batches, open_train_batches, read_manifest
-from data.manifest import require_splits
+from data.manifest import checkpoint_labels, require_splits
 
 if TYPE_CHECKING:
     from core.config import ExperimentConfig
@@ -59,7 +60,15 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
         )
 
     try:
-        return fit(cfg, trainer, train_source, make_eval_source, wall_start=wall_start)
+        return fit(
+            cfg,
+            trainer,
+            train_source,
+            make_eval_source,
+            wall_start=wall_start,
+            # class names (+ clip fps / duration cap) in every checkpoint, for `vivit predict`
+            checkpoint_meta=checkpoint_labels(manifest, cfg.data.train_split),
+        )
     finally:
         train_source.close()
 

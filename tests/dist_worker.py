@@ -7,6 +7,7 @@ final trainable weights, so the test can check ZeRO kept the ranks identical.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def main() -> None:
         json.dumps(
             {
                 "world_size": trainer.world_size,
+                "rank": trainer.rank,
+                "node_rank": int(os.environ.get("CROSS_RANK", -1)),  # set by DeepSpeed's launcher
+                "local_size": int(os.environ.get("LOCAL_SIZE", -1)),
                 "losses": losses,
                 "moved": moved,
                 "zero_stage": trainer.engine.zero_optimization_stage(),

@@ -71,3 +71,13 @@ def test_recipe_cost_formula() -> None:
     assert cost["method_hours"] == pytest.approx(6 * 1.5 / 3600)
     assert cost["full_hours"] == pytest.approx(6 * 4.0 / 3600)
     assert cost["time_ratio"] == pytest.approx(1.5 / 4.0)
+
+
+def test_results_record_the_pinned_commit(monkeypatch):
+    """The GPU machine's copy of the tree has no usable git state: VIVIT_GIT_COMMIT wins."""
+    from benchmarks.system import environment
+
+    monkeypatch.setenv("VIVIT_GIT_COMMIT", "0123abc")
+    assert environment(["x"])["git_commit"] == "0123abc"
+    monkeypatch.delenv("VIVIT_GIT_COMMIT")
+    assert environment(["x"])["git_commit"] != "0123abc"

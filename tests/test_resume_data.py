@@ -201,13 +201,13 @@ def test_skipped_items_are_not_decoded(shards: Path, monkeypatch: pytest.MonkeyP
     import data.jobs
 
     calls = []
-    real = data.jobs.pyav_views
+    real = data.jobs.decode_views
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data.jobs, "pyav_views", counted)
+    monkeypatch.setattr(data.jobs, "decode_views", counted)
     shards_list = split_shards(read_manifest(shards), shards, "train")
     kw = dict(
         train=True,

@@ -36,7 +36,9 @@ if [ $DRY = 0 ]; then  # a fresh GPU machine: build DeepSpeed's ops once, for Ho
   export TORCH_CUDA_ARCH_LIST=9.0
 fi
 export MPLBACKEND=Agg
-echo "vivit GPU check: dry_run=$DRY out=$OUT work=$WORK budget=${BUDGET_S}s commit=$(git rev-parse --short HEAD 2>/dev/null)"
+# The device gets a copy of the working tree, not its git state: pass the measured commit as
+# VIVIT_GIT_COMMIT=<hash> (benchmarks/system.py records it in every results.json).
+echo "vivit GPU check: dry_run=$DRY out=$OUT work=$WORK budget=${BUDGET_S}s commit=${VIVIT_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
 
 left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 

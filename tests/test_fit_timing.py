@@ -1,0 +1,46 @@
+"""The training time a run reports excludes evaluation, at every eval point and at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from core.fit import fit
+from core.trainer import Trainer
+from tests.engine_helpers import NUM_CLASSES, tiny_config
+from tests.tensor_batches import TensorBatches
+
+EVAL_SLEEP_S = 3.0
+
+
+class SlowEval:
+    """One tiny multi-view batch, after a pause far longer than the training steps."""
+
+    num_classes = NUM_CLASSES
+
+    def __iter__(self):
+        time.sleep(EVAL_SLEEP_S)
+        yield torch.zeros(2, 1, 4, 3, 32, 32), torch.tensor([0, 1])
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+
+def test_eval_time_is_not_training_time(tmp_path: Path) -> None:
+    # eval at step 2 falls inside a logging window (log_every=3): the case that counted the
+    # evaluation as training time and made the time-to-accuracy curve run backwards
+    cfg = tiny_config(
+        "train.steps=6", "train.eval_every=2", "train.log_every=3", f"out_dir={tmp_path}"
+    )
+    trainer = Trainer(cfg, num_classes=NUM_CLASSES)
+    source = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=0)
+    summary = fit(cfg, trainer, source, SlowEval)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 6]  # 6: the final evaluation
+    times = [r["train_time_s"] for r in evals] + [summary["train_time_s"]]
+    assert times == sorted(times), times
+    assert summary["train_time_s"] < EVAL_SLEEP_S, summary["train_time_s"]
