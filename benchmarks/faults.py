@@ -4,7 +4,7 @@ Each fault is a row: what was done to the system, what it does now, and the test
 it (pytest node ids of the repository's own fault tests, run in one pytest process). The
 table `benchmarks/results/faults_<date>/faults.md` gives each row pass/FAIL from this run, so
 the claim in "what the system does now" is checked every time the table is written.
-Runs from a source checkout (the tests are not packaged); ~2-4 min on a 2-core CPU.
+Runs from a source checkout (the tests are not packaged); ~5-7 min on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -123,16 +123,21 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "8",
-        "Stop a run right after its step-2 checkpoint, resume with `resume=auto`, compare the "
-        "losses of steps 3-4 with an uninterrupted run (real loader)",
-        "OPEN, not fixed here: the stream is re-seeded from the resume step, so the resumed "
-        "run sees other clips (belongs to the seeding and data-path work). The engine alone "
-        "resumes exactly (tensor batches)",
+        "Stop a run right after its step-2 checkpoint (an exception; SIGKILL as the step-4 "
+        "checkpoint begins under the real `vivit train`, 0 or 2 workers, prefetch 0 or 2), "
+        "resume with `resume=auto`, compare with an uninterrupted run (real loader)",
+        "Exact: each checkpoint keeps every rank's data position (`data_rank{R}.json`: loader "
+        "items consumed) and RNG states; the resumed loader replays its stream to there without "
+        "decoding. Losses, val loss, top-1 and final weights equal the uninterrupted run's bit "
+        "for bit (CPU fp32); `metrics.jsonl` drops the rows of the steps run again",
         (
             "tests/test_resume_probe.py::test_resume_through_the_loader_is_exact",
+            "tests/test_resume_exact.py::test_killed_run_resumes_exactly",
+            "tests/test_resume_data.py::test_batches_resumed_at_a_position_equal_the_"
+            "uninterrupted_ones",
+            "tests/test_resume_data.py::test_metrics_log_truncated_to_the_resumed_step",
             "tests/test_resume.py::test_resume_continues_exactly",
         ),
-        expect="xfail",
     ),
     Fault(
         "9",

@@ -30,6 +30,7 @@ from core.ckpt_format import (
     TMP_SUFFIX,
     WEIGHTS_FILE,
     checkpoint_name,
+    data_file,
     find_checkpoint,
     read_meta,
     rng_file,
@@ -54,12 +55,14 @@ def save_checkpoint(
     rank: int,
     keep: int,
     extra_weights: dict[str, torch.Tensor] | None = None,
+    data_position: dict[str, Any] | None = None,
 ) -> Path:
     """Save on all ranks (collective); rank 0 renames the finished folder into place.
 
     `extra_weights` (full ViViTFE key names, e.g. a frozen `spatial.*` that exists in no file)
-    go into `model.safetensors` beside the engine's weights. Rank 0 first removes `.tmp`
-    folders left by saves that were killed.
+    go into `model.safetensors` beside the engine's weights. `data_position` (this rank's
+    training-stream position, plain JSON) goes into `data_rank{R}.json`. Rank 0 first removes
+    `.tmp` folders left by saves that were killed.
     """
     root = run_dir / "checkpoints"
     final = root / checkpoint_name(step)
@@ -72,6 +75,8 @@ def save_checkpoint(
         engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
         weights = ds_engine.trainable_state_dict(engine)
         (tmp / rng_file(rank)).write_text(json.dumps(_rng_state()))
+        if data_position is not None:
+            (tmp / data_file(rank)).write_text(json.dumps(data_position))
         ds_engine.barrier()
         if rank == 0:
             prefix = "temporal_head." if meta.get("mode") == "frozen" else ""
@@ -151,6 +156,23 @@ def resume_checkpoint(engine: Any, path: Path, rank: int) -> int:
     else:
         log.warning("%s is missing (saved with fewer ranks?): RNG not restored", rng_path)
     return step
+
+
+def read_data_position(path: Path, rank: int) -> dict[str, Any] | None:
+    """This rank's training-stream position in a checkpoint, or None when it holds none
+    (saved by an older version, or by fewer ranks). The file is checked against `sha256.json`."""
+    path = find_checkpoint(path)
+    name = data_file(rank)
+    if not (path / name).is_file():
+        return None
+    verify_manifest(path, only=(name,))
+    try:
+        position = json.loads((path / name).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path / name}: invalid JSON ({exc})") from None
+    if not isinstance(position, dict):
+        raise CheckpointError(f"{path / name}: expected a JSON object")
+    return position
 
 
 RESUME_MAY_CHANGE = (

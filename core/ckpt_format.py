@@ -9,6 +9,8 @@ Layout of `<run>/checkpoints/step_0000100/`:
                        always; `spatial.*` after a full-mode run, and after a frozen-mode run
                        without `spatial.weights` (its random backbone exists nowhere else)
   rng_rank{R}.json     each rank's RNG states (plain JSON)
+  data_rank{R}.json    each rank's training-stream position after the last batch it trained on
+                       (what the batch source's `position()` returned), for exact resume
   meta.json            step, mode, spatial weights path + sha256 (or null), config, class names
                        (+ the clip fps / duration cap of the training shards), for `vivit predict`
   sha256.json          digest of every file above (`core.ckpt_manifest`); written last
@@ -51,6 +53,7 @@ __all__ = [
     "find_checkpoint",
     "head_classes",
     "read_checkpoint_weights",
+    "data_file",
     "rng_file",
     "stale_tmp_dirs",
 ]
@@ -62,6 +65,10 @@ def checkpoint_name(step: int) -> str:
 
 def rng_file(rank: int) -> str:
     return f"rng_rank{rank}.json"
+
+
+def data_file(rank: int) -> str:
+    return f"data_rank{rank}.json"
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -22,6 +22,7 @@ from core.batches import EvalBatches, TrainBatches
 from core.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
+    read_data_position,
     remove_stale_tmp,
     resume_checkpoint,
     save_checkpoint,
@@ -57,11 +58,12 @@ def fit(
     wall_start = time.perf_counter() if wall_start is None else wall_start
     rank, world = trainer.rank, trainer.world_size
     run_dir = Path(cfg.out_dir)
-    start_step = _resume(cfg, trainer, run_dir, rank)
+    start_step, data_position = _resume(cfg, trainer, run_dir, rank)
     tracker = Tracker(cfg.tracking, run_dir, enabled=rank == 0)
     if start_step == 0:
         tracker.log_params(flatten(to_dict(cfg)) | trainer.param_counts)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    metrics.truncate_after(start_step)  # the steps after it run again: no duplicate rows
     if rank == 0:
         log.info(
             "mode=%s spatial=%s frames=%d trainable=%s frozen=%s precision=%s device=%s world=%d",
@@ -78,11 +80,19 @@ def fit(
     status = "FAILED"
     try:
         step_times, result = _train_loop(
-            cfg, trainer, train_source, start_step, metrics, tracker, evaluator, checkpoint_meta
+            cfg,
+            trainer,
+            train_source,
+            start_step,
+            data_position,
+            metrics,
+            tracker,
+            evaluator,
+            checkpoint_meta,
         )
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             # before the eval: a failing eval loses nothing
-            _save(cfg, trainer, run_dir, rank, checkpoint_meta)
+            _save(cfg, trainer, run_dir, rank, checkpoint_meta, train_source.position())
         eval_result = evaluator()
         eval_record = {"step": trainer.step, "event": "eval", **eval_result}
         metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
@@ -141,6 +151,7 @@ def _train_loop(
     trainer: Trainer,
     source: TrainBatches,
     start_step: int,
+    data_position: dict[str, Any] | None,
     metrics: MetricsLog,
     tracker: Tracker,
     evaluator: _Evaluator,
@@ -152,7 +163,7 @@ def _train_loop(
     tc = cfg.train
     run_dir = Path(cfg.out_dir)
     clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
-    stream = iter(source.batches(start_step))
+    stream = iter(source.batches(start_step, data_position))
     memory = PeakMemory(trainer.device)
     memory.start()
     step_times: list[float] = []
@@ -221,7 +232,7 @@ def _train_loop(
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
-                _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta)
+                _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, source.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
     finally:
@@ -256,22 +267,25 @@ class _Evaluator:
             close()
 
 
-def _resume(cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int) -> int:
+def _resume(
+    cfg: ExperimentConfig, trainer: Trainer, run_dir: Path, rank: int
+) -> tuple[int, dict[str, Any] | None]:
+    """(step to start at, this rank's data position to continue the stream at, if saved)."""
     if rank == 0:
         remove_stale_tmp(run_dir)  # saves that were killed leave only a .tmp folder
     if cfg.resume is None:
-        return 0
+        return 0, None
     if cfg.resume == "auto":
         path = latest_checkpoint(run_dir)
         if path is None:
-            return 0
+            return 0, None
     else:
         path = Path(cfg.resume)
     step = resume_checkpoint(trainer.engine, path, rank)
     trainer.step = step
     if rank == 0:
         log.info("resumed from %s at step %d", path, step)
-    return step
+    return step, read_data_position(path, rank)
 
 
 def _has_checkpoint(run_dir: Path, step: int) -> bool:
@@ -285,6 +299,7 @@ def _save(
     run_dir: Path,
     rank: int,
     extra_meta: dict[str, Any] | None = None,
+    data_position: dict[str, Any] | None = None,
 ) -> Path:
     spatial_weights = None
     if cfg.mode == "frozen" and cfg.spatial.weights:
@@ -308,6 +323,7 @@ def _save(
         rank,
         cfg.train.keep_checkpoints,
         extra_weights=spatial_state,
+        data_position=data_position,
     )
 
 

@@ -34,3 +34,23 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a") as fh:
                 fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+
+    def truncate_after(self, step: int) -> int:
+        """Drop the records of steps after `step` (a resumed run logs them again) and any line
+        a killed process left half written; returns how many lines were dropped."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                keep = int(record["step"]) <= step
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                keep = False
+            if keep:
+                kept.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        return dropped

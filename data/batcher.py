@@ -8,23 +8,41 @@ On a GPU the host side of a batch sits in pinned memory so the copy does not blo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from data.augment import normalise
 from data.dali_decode import DaliClipDecoder
+from data.jobs import SKIPPED
 from data.pyav_decode import decode_views
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a batch leaves the job stream: resuming at `items` continues right after it.
+
+    Once the batcher emits a batch, every item it has pulled is used up (in that batch, or
+    skipped as bad), so the count of pulled items is an exact cut of the stream.
+    """
+
+    items: int
+    """DataLoader items (jobs and markers) pulled up to and including this batch."""
+    counters: dict[str, int]
+    """The source's counters (`corrupt_skipped`, `clips`...) once this batch was emitted."""
+
+
 class Batcher:
     """Groups worker jobs into batches, decodes the DALI ones, moves and normalises each batch.
 
-    Yields `(frames V-view B×V×T×C×H×W in dtype, labels B)` on `device`. A clip DALI cannot
-    decode is tried once more with PyAV (NVDEC refuses some sizes and profiles that the CPU
-    decodes) before it is counted in `corrupt_skipped`.
+    Yields `(frames V-view B×V×T×C×H×W in dtype, labels B, StreamPosition)` on `device`. A clip
+    DALI cannot decode is tried once more with PyAV (NVDEC refuses some sizes and profiles that
+    the CPU decodes) before it is counted in `corrupt_skipped`. `skip=N` drops the first N items,
+    which must be the workers' replay markers (`ClipJobs(skip=N)`).
     """
 
     def __init__(
@@ -40,12 +58,14 @@ class Batcher:
         std: Sequence[float],
         counters: dict,
         max_skipped: int,
+        skip: int = 0,
     ):
         self.jobs, self.decoder, self.batch_size = jobs, decoder, batch_size
         self.size, self.device, self.dtype = size, device, dtype
         self.mean, self.std = tuple(mean), tuple(std)
         self.counters = counters
         self.max_skipped = max_skipped
+        self.skip = skip
         self._warned: set[str] = set()
         self._since_good = 0  # records skipped since the last usable one
 
@@ -104,10 +124,15 @@ class Batcher:
             out.append((decoded[row : row + v], job["label"]))
         return out
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
         ready: list[tuple[torch.Tensor, int]] = []
         pending: list[dict] = []
+        pulled, t0 = 0, time.perf_counter()
         for job in self.jobs:
+            pulled += 1
+            if pulled <= self.skip:
+                self._replayed(job, pulled, t0)
+                continue
             if "__corrupt__" in job:
                 self.counters["corrupt_skipped"] += int(job["__corrupt__"])
                 self._skipped(int(job["__corrupt__"]))
@@ -125,12 +150,25 @@ class Batcher:
                 ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
-                yield self._emit(ready[: self.batch_size])
+                yield self._emit(ready[: self.batch_size], pulled)
                 ready = ready[self.batch_size :]
         ready += self._decode(pending)
         while ready:
-            yield self._emit(ready[: self.batch_size])
+            yield self._emit(ready[: self.batch_size], pulled)
             ready = ready[self.batch_size :]
+
+    def _replayed(self, job: dict, pulled: int, t0: float) -> None:
+        if SKIPPED not in job:
+            raise RuntimeError(
+                f"resuming at item {self.skip} of the data stream, item {pulled} is not a replay "
+                "marker: the workers and the batcher disagree on the position"
+            )
+        if pulled == self.skip:
+            log.info(
+                "data stream replayed to item %d in %.1f s (read, not decoded)",
+                pulled,
+                time.perf_counter() - t0,
+            )
 
     def _count_bad(self, kind: str, detail: str) -> None:
         key = f"bad_{kind}_skipped"
@@ -138,14 +176,17 @@ class Batcher:
             log.warning("skipping %s (further ones are only counted: %s)", detail, key)
         self.counters[key] += 1
 
-    def _emit(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _emit(
+        self, items: list[tuple[torch.Tensor, int]], pulled: int
+    ) -> tuple[torch.Tensor, torch.Tensor, StreamPosition]:
         self.counters["clips"] += len(items)
+        position = StreamPosition(pulled, dict(self.counters))
         frames = to_device([f for f, _ in items], self.device)
         labels = torch.tensor([lab for _, lab in items], dtype=torch.long)
         if self.device.type == "cuda":
             labels = labels.pin_memory()
         labels = labels.to(self.device, non_blocking=True)
-        return normalise(frames, self.mean, self.std, self.dtype), labels
+        return normalise(frames, self.mean, self.std, self.dtype), labels, position
 
 
 def to_device(clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:

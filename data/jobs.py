@@ -10,6 +10,7 @@ list is complete, which a user-built manifest cannot promise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -40,8 +41,18 @@ def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
     return True, identity
 
 
+SKIPPED = "__skipped__"
+"""Key of the marker a worker yields for an item it replays without producing (`ClipJobs.skip`)."""
+
+
 class ClipJobs(torch.utils.data.IterableDataset):
-    """Worker side: records -> label + views (frame indices, crop box) + bytes or decoded frames."""
+    """Worker side: records -> label + views (frame indices, crop box) + bytes or decoded frames.
+
+    One item per stream item: a job, or a `__bad__` / `__corrupt__` marker. `skip=N` resumes
+    the DataLoader's item stream at item N: the worker's share of the first N items is replayed
+    (the shard stream, its shuffle and the view draws all run, so every random stream is where
+    it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
+    """
 
     def __init__(
         self,
@@ -61,6 +72,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         seed: int,
         start_step: int,
         num_classes: int,
+        skip: int = 0,
     ):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
@@ -70,6 +82,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.eval_clips, self.eval_crops = eval_clips, eval_crops
         self.dali_codecs, self.gpu = dali_codecs, gpu
         self.seed, self.start_step = seed, start_step
+        self.skip = skip
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
         n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
@@ -86,11 +99,16 @@ class ClipJobs(torch.utils.data.IterableDataset):
         ]
         return views, label
 
-    def _job(self, sample: dict, rng: np.random.Generator) -> dict:
+    def _plan(self, sample: dict, rng: np.random.Generator) -> tuple[str, int, dict, list]:
+        """(video extension, label, metadata, views): every random draw a record costs."""
         ext = next(e for e in VIDEO_EXTS if e in sample)
         label = record_label(sample["cls"], self.num_classes)
         meta = record_meta(sample["json"])
         views, label = self._views(meta, rng, label)
+        return ext, label, meta, views
+
+    def _job(self, sample: dict, rng: np.random.Generator) -> dict:
+        ext, label, meta, views = self._plan(sample, rng)
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
@@ -111,7 +129,12 @@ class ClipJobs(torch.utils.data.IterableDataset):
         rng = numpy_rng(
             self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
         )
-        for sample in self.stream:
+        replay = own_share(self.skip, wid, nw)
+        for n, sample in enumerate(self.stream):
+            if n < replay:
+                self._replay(sample, rng)
+                yield {SKIPPED: 1}
+                continue
             if "__corrupt__" in sample:
                 yield sample
                 continue
@@ -123,3 +146,17 @@ class ClipJobs(torch.utils.data.IterableDataset):
             except Exception as e:  # a bad record is skipped and counted, never a crash
                 log.debug("skipping record %s: %s", sample.get("__key__"), e)
                 yield {"__corrupt__": 1}
+
+    def _replay(self, sample: dict, rng: np.random.Generator) -> None:
+        """Draw what `_job` would draw for this record, and nothing more: no copy, no decode."""
+        if "__corrupt__" in sample:
+            return
+        # a record that fails here fails the same way in `_job`, after the same draws
+        with contextlib.suppress(Exception):
+            self._plan(sample, rng)
+
+
+def own_share(items: int, worker: int, workers: int) -> int:
+    """How many of the DataLoader's first `items` items come from `worker`: the loader takes
+    one item from each worker in turn, so item i is worker i % workers's."""
+    return max(0, -(-(items - worker) // workers))

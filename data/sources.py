@@ -5,16 +5,27 @@ Pipeline: DataLoader workers stream records (`data.stream`) and turn them into j
 (`data.dali_decode`) into `B×T×C×H×W` on the target device (`data.batcher`). Clips DALI cannot
 decode on this device (H.264 etc. on CPU), and everything when `decoder='pyav'`, are decoded
 with PyAV inside the workers instead.
+
+Exact resume: every training batch leaves the stream at a `StreamPosition` (DataLoader items
+pulled so far). `TrainBatchSource.position()` is that of the last batch handed to the trainer,
+which the checkpoint keeps; `batches(start_step, position)` rebuilds the stream as it was at
+step 0 and replays it to there (`ClipJobs.skip`), so the resumed run sees the same clips, crops
+and flips as an uninterrupted one, with any number of workers and any prefetch depth.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from data.batcher import Batcher
+from common.seeding import torch_generator
+from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
 from data.fork import forking
@@ -23,6 +34,8 @@ from data.manifest import read_manifest, split_shards
 from data.prefetch import Prefetcher
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
+
+log = logging.getLogger(__name__)
 
 
 def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | None:
@@ -36,9 +49,19 @@ def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | N
     return MIXED_CODECS if device.type == "cuda" else CPU_CODECS
 
 
-def _dataloader(jobs: ClipJobs, workers: int, persistent: bool) -> torch.utils.data.DataLoader:
+def _dataloader(
+    jobs: ClipJobs, workers: int, persistent: bool, generator: torch.Generator
+) -> torch.utils.data.DataLoader:
+    """Items in a fixed order: one from each worker in turn (what `ClipJobs.skip` relies on).
+
+    `generator` gives the loader's base seed, which otherwise comes from the global torch RNG:
+    making an iterator would then move the RNG dropout uses, and a resumed run (whose RNG is
+    restored from the checkpoint) would draw other dropout masks than an uninterrupted one.
+    """
     kw = {"prefetch_factor": 4, "persistent_workers": persistent} if workers > 0 else {}
-    return torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers, **kw)
+    return torch.utils.data.DataLoader(
+        jobs, batch_size=None, num_workers=workers, generator=generator, **kw
+    )
 
 
 class StreamingBatches:
@@ -117,8 +140,9 @@ class StreamingBatches:
             **job_options,
         )
 
-    def _batched(self, loader: torch.utils.data.DataLoader) -> Prefetcher:
-        """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer."""
+    def _batched(self, loader: torch.utils.data.DataLoader, skip: int = 0) -> Prefetcher:
+        """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer:
+        `(frames, labels, StreamPosition)`; the first `skip` items are replay markers."""
         # The DataLoader's iterator (which forks its workers) is made here, in the caller's
         # thread, never from the prefetch thread; `forking` keeps DALI garbage out of them.
         with forking():
@@ -136,6 +160,7 @@ class StreamingBatches:
                     std=self.std,
                     counters=self.counters,
                     max_skipped=max(1000, sum(count for _, count in self.shards)),
+                    skip=skip,
                 )
             ),
             depth=self.cfg.prefetch,
@@ -166,15 +191,29 @@ class TrainBatchSource(StreamingBatches):
         super().__init__(cfg, cfg.train_split, device, dtype, batch_size, 1, img_size, mean, std)
         self.rank, self.world, self.seed, self.resample = rank, world_size, seed, resample
         self.flip = flip_policy(cfg.flip, self.manifest)
+        self._position = StreamPosition(0, dict(self.counters))
 
-    def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, start_step: int = 0, position: dict[str, Any] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Micro-batches from optimiser step `start_step` on.
+
+        `position` (what `position()` returned when a checkpoint was saved) continues the
+        stream exactly where that run left it. Without one (a fresh run, or a checkpoint of an
+        older version), or when it does not fit this stream (other worker count, world size or
+        shards), the stream is seeded for `start_step`: new clips, not the ones the run would
+        have seen.
+        """
         cfg = self.cfg
+        skip = self._replay_items(position, start_step)
+        seed_step = 0 if skip is not None else start_step
+        self._position = StreamPosition(skip or 0, dict(self.counters))
         stream = ShardStream(
             self.shards,
             rank=self.rank,
             world=self.world,
             seed=self.seed,
-            start_step=start_step,
+            start_step=seed_step,
             resample=self.resample,
             shuffle_buffer=cfg.shuffle_buffer,
         )
@@ -186,15 +225,70 @@ class TrainBatchSource(StreamingBatches):
             eval_clips=1,
             eval_crops=1,
             seed=self.seed,
-            start_step=start_step,
+            start_step=seed_step,
+            skip=skip or 0,
         )
-        loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False)
-        batched = self._batched(loader)
+        generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
+        loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False, generator=generator)
+        batched = self._batched(loader, skip or 0)
         try:
-            for frames, labels in batched:
+            for frames, labels, position_after in batched:
+                self._position = position_after  # set when the consumer takes this batch
                 yield frames[:, 0], labels
         finally:  # the consumer stopped early (or the generator was dropped)
             batched.close()
+
+    def position(self) -> dict[str, Any]:
+        """The stream position after the last batch `batches()` handed out (plain JSON)."""
+        return {
+            "items": self._position.items,
+            "counters": self._position.counters,
+            **self._stream_identity(),
+        }
+
+    def _stream_identity(self) -> dict[str, Any]:
+        """What makes the item stream this one: a position fits only a stream that matches."""
+        listing = json.dumps([[Path(url).name, count] for url, count in self.shards])
+        return {
+            "workers": self.cfg.resolved_workers(),
+            "rank": self.rank,
+            "world": self.world,
+            "seed": self.seed,
+            "shards": hashlib.sha256(listing.encode()).hexdigest()[:16],
+        }
+
+    def _replay_items(self, position: dict[str, Any] | None, start_step: int) -> int | None:
+        """Items to replay to continue at `position`, or None to start a stream seeded anew."""
+        if position is None:
+            if start_step > 0:
+                log.warning(
+                    "no data position to resume from at step %d (a checkpoint of an older "
+                    "version?): the training stream starts anew, so this run sees other clips "
+                    "than an uninterrupted one would",
+                    start_step,
+                )
+            return None
+        ours = self._stream_identity()
+        changed = [
+            f"{k} {position.get(k)!r} -> {v!r}" for k, v in ours.items() if position.get(k) != v
+        ]
+        items = position.get("items")
+        if not isinstance(items, int) or items < 0:
+            changed.append(f"items {items!r} (not a count)")
+        if changed:
+            log.warning(
+                "the saved data position does not fit this stream (%s): the training stream "
+                "starts anew at step %d, so this run sees other clips than an uninterrupted "
+                "one would",
+                ", ".join(changed),
+                start_step,
+            )
+            return None
+        counters = position.get("counters") or {}
+        for key, value in counters.items():
+            if key in self.counters and isinstance(value, int):
+                self.counters[key] = value
+        return items
 
 
 class EvalBatchSource(StreamingBatches):
@@ -239,12 +333,16 @@ class EvalBatchSource(StreamingBatches):
             seed=0,
             start_step=0,
         )
-        self._loader = _dataloader(jobs, cfg.resolved_workers(), persistent=True)
+        generator = torch_generator(0, "dataloader-eval", rank, world_size)
+        self._loader = _dataloader(
+            jobs, cfg.resolved_workers(), persistent=True, generator=generator
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
             raise RuntimeError("this eval source is closed")
-        yield from self._batched(self._loader)
+        for frames, labels, _ in self._batched(self._loader):
+            yield frames, labels
 
     def close(self) -> None:
         """Also stop the persistent DataLoader workers (else they live until garbage collection)."""

@@ -8,6 +8,7 @@ The label is carried by the frame order, so only a model that looks at time can 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -29,6 +30,7 @@ class TensorBatches:
         self.grad_accum = grad_accum
         self.seed = seed
         self.served = 0
+        self._next = 0
 
     def micro_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -39,12 +41,19 @@ class TensorBatches:
         frames = base + direction * ramp
         return frames, labels
 
-    def batches(self, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        index = start_step * self.grad_accum
+    def batches(
+        self, start_step: int, position: dict[str, Any] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        index = start_step * self.grad_accum if position is None else int(position["index"])
+        self._next = index
         while True:
             self.served += 1
+            self._next = index + 1
             yield self.micro_batch(index)
             index += 1
+
+    def position(self) -> dict[str, Any]:
+        return {"index": self._next}
 
     def stats(self) -> dict[str, float]:
         return {"batches_served": float(self.served)}

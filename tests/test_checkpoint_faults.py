@@ -74,5 +74,5 @@ def test_stale_tmp_is_removed_at_next_save(trainer, tmp_path: Path) -> None:
 
 def test_stale_tmp_is_removed_at_resume(trainer, tmp_path: Path) -> None:
     stale = _killed_save(tmp_path, 3)
-    assert _resume(trainer.cfg, trainer, tmp_path, rank=0) == 0  # nothing to resume from
+    assert _resume(trainer.cfg, trainer, tmp_path, rank=0) == (0, None)  # nothing to resume
     assert not stale.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import resume_checkpoint, save_checkpoint
+from core.checkpoint import read_data_position, resume_checkpoint, save_checkpoint
 from core.ckpt_manifest import MANIFEST_FILE, write_manifest
 from core.init import read_checkpoint_weights
 from tests.engine_helpers import NUM_CLASSES, tiny_trainer
@@ -37,7 +37,17 @@ def saved(tmp_path_factory: pytest.TempPathFactory):
     trainer.train_step(*next(TensorBatches(NUM_CLASSES, 4, 4, 32, seed=3).batches(0)))
     run = tmp_path_factory.mktemp("run")
     meta = {"mode": "frozen", "spatial_weights": None}
-    return trainer, save_checkpoint(trainer.engine, run, trainer.step, meta, rank=0, keep=2)
+    position = {"items": 3, "counters": {"clips": 4}}  # every file a real checkpoint holds
+    ckpt = save_checkpoint(
+        trainer.engine, run, trainer.step, meta, rank=0, keep=2, data_position=position
+    )
+    return trainer, ckpt
+
+
+def _resume(trainer, ckpt: Path) -> None:
+    """What a resumed run reads: the engine's files and RNG states, then its data position."""
+    resume_checkpoint(trainer.engine, ckpt, rank=0)
+    read_data_position(ckpt, rank=0)
 
 
 def _planted(saved_ckpt: Path, name: str, tmp: Path, refresh_manifest: bool) -> tuple[Path, Path]:
@@ -69,7 +79,7 @@ def test_changed_file_is_refused_by_its_digest(saved, tmp_path: Path) -> None:
     for name in _files(ckpt):
         copy, marker = _planted(ckpt, name, tmp_path, refresh_manifest=False)
         with pytest.raises(ValueError, match="sha256") as err:
-            resume_checkpoint(trainer.engine, copy, rank=0)
+            _resume(trainer, copy)
         assert str(copy / name) in str(err.value)
         assert not marker.exists(), f"code in {name} ran"
 
@@ -87,12 +97,13 @@ def test_crafted_checkpoint_runs_no_code(saved, tmp_path: Path) -> None:
     """The manifest matches (crafted whole): the loaders themselves refuse the pickle."""
     trainer, ckpt = saved
     loaded = [n for n in _files(ckpt) if n.endswith((".pt", ".json"))]
+    assert {"rng_rank0.json", "data_rank0.json", "meta.json"} <= set(loaded)
     assert any(n.startswith("ds/") and "optim_states" in n for n in loaded)
     assert any(n.startswith("ds/") and "model_states" in n for n in loaded)
     for name in loaded:
         copy, marker = _planted(ckpt, name, tmp_path, refresh_manifest=True)
         with pytest.raises(ValueError) as err:
-            resume_checkpoint(trainer.engine, copy, rank=0)
+            _resume(trainer, copy)
         assert str(copy / name) in str(err.value)
         assert not marker.exists(), f"code in {name} ran"
 
