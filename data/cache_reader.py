@@ -134,7 +134,16 @@ class CachedTrainBatches:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def batches(self, start_step: int = 0) -> Iterator[tuple[Tokens, torch.Tensor]]:
+    def position(self) -> dict[str, Any]:
+        """No replayable position yet: a resumed run from the cache restarts its stream from
+        (seed, rank, start_step), deterministic but not the exact continuation that the video
+        sources give (issue 11 item 8 covers the video path only)."""
+        return {}
+
+    def batches(
+        self, start_step: int = 0, position: dict[str, Any] | None = None
+    ) -> Iterator[tuple[Tokens, torch.Tensor]]:
+        del position  # see `position()`
         stream = ShardStream(
             self.shards,
             rank=self.rank,
