@@ -28,7 +28,7 @@ from data.cache_format import (
 )
 from data.config import DataConfig
 from data.fork import forking
-from data.prefetch import Prefetcher
+from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, record_label
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
@@ -71,7 +71,7 @@ class _TokenRecords(torch.utils.data.IterableDataset):
                 yield {"__corrupt__": 1}
 
 
-class CachedTrainBatches:
+class CachedTrainBatches(PrefetchedPasses):
     """Endless training micro-batches of cached tokens; see the module docstring.
 
     Implements the trainer's `TrainBatches` protocol (`core.batches`) with token batches in
@@ -118,21 +118,7 @@ class CachedTrainBatches:
         self.decoder = "token-cache"
         self.counters = {"corrupt_skipped": 0, "bad_label_skipped": 0, "bad_meta_skipped": 0}
         self.counters["clips"] = 0
-        self._prefetchers: list[Prefetcher] = []
-
-    def stats(self) -> dict[str, float]:
-        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
-
-    def close(self) -> None:
-        """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""
-        for p in self._prefetchers:
-            p.close()
-
-    def __enter__(self) -> CachedTrainBatches:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__()
 
     def position(self) -> dict[str, Any]:
         """No replayable position yet: a resumed run from the cache restarts its stream from
@@ -162,7 +148,7 @@ class CachedTrainBatches:
         prefetcher = Prefetcher(
             lambda: self._batched(items), depth=self.cfg.prefetch, device=self.device
         )
-        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
+        self._track(prefetcher)
         try:
             yield from prefetcher
         finally:  # the consumer stopped early (or the generator was dropped)

@@ -150,3 +150,33 @@ class Prefetcher:
                 break
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+
+
+class PrefetchedPasses:
+    """What every batch source built on `Prefetcher` shares: its counters plus the time the
+    consumer waited (all passes), `close()` stopping every pass, and use as a `with` block."""
+
+    counters: dict[str, int]
+
+    def __init__(self) -> None:
+        self._prefetchers: list[Prefetcher] = []
+
+    def _track(self, prefetcher: Prefetcher) -> Prefetcher:
+        """Count this pass's waits in `stats()` (passes that never waited are dropped)."""
+        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
+        return prefetcher
+
+    def stats(self) -> dict[str, float]:
+        """Counters, and `data_wait_s`: time the consumer waited for batches (all passes)."""
+        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
+
+    def close(self) -> None:
+        """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""
+        for p in self._prefetchers:
+            p.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -31,7 +31,7 @@ from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_ava
 from data.fork import forking
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
-from data.prefetch import Prefetcher
+from data.prefetch import PrefetchedPasses, Prefetcher
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
@@ -64,7 +64,7 @@ def _dataloader(
     )
 
 
-class StreamingBatches:
+class StreamingBatches(PrefetchedPasses):
     """Common state of the train and eval batch sources: shards, decoder, counters, prefetch."""
 
     def __init__(
@@ -106,25 +106,14 @@ class StreamingBatches:
             "cpu_fallback_clips": 0,
             "clips": 0,
         }
-        self._prefetchers: list[Prefetcher] = []
-
-    def stats(self) -> dict[str, float]:
-        """Counters, and `data_wait_s`: time the consumer waited for batches (all passes)."""
-        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
+        super().__init__()
 
     def close(self) -> None:
         """Stop prefetch threads and release the DALI pipeline; safe to call twice."""
-        for p in self._prefetchers:
-            p.close()
+        super().close()
         if self._dali is not None:
             self._dali.close()
         self._dali = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _jobs(self, stream: ShardStream, **job_options) -> ClipJobs:
         cfg = self.cfg
@@ -166,8 +155,7 @@ class StreamingBatches:
             depth=self.cfg.prefetch,
             device=self.device,
         )
-        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
-        return prefetcher
+        return self._track(prefetcher)
 
 
 class TrainBatchSource(StreamingBatches):

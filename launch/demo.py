@@ -48,6 +48,13 @@ class StageFailed(RuntimeError):
     """A `vivit train` subprocess exited non-zero; the message carries its log tail."""
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a stage's child process: it imports this checkout, whatever an
+    installed copy says."""
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -208,9 +215,7 @@ def run_stage(
     cmd = [sys.executable, "-m", "launch.train", str(base_yaml), *stage.overrides]
     cmd += [f"out_dir={run_dir}", f"tracking.run_name={run_prefix}{stage.run}"]
     log_path = runs_dir / f"{stage.run}.log"
-    # the child imports this checkout, whatever an installed copy says
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = _child_env()
     start = time.perf_counter()
     with open(log_path, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -268,8 +273,7 @@ def run_cache_stage(stage: Stage, base_yaml: Path, runs_dir: Path) -> dict[str, 
     cmd = [sys.executable, "-m", "launch.cli", "cache", "build", str(base_yaml)]
     cmd += ["--out", str(out), *stage.args, *stage.overrides]
     log_path = runs_dir / f"{stage.run}.log"
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = _child_env()
     start = time.perf_counter()
     with open(log_path, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
