@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from common.atomic import atomic_write_json
 from common.seeding import numpy_rng, text_key
-from data.augment import Box, mirror, normalise, random_resized_crop
+from data.augment import Box, normalise
 from data.batcher import to_device
 from data.cache_format import (
     CACHE_MANIFEST,
@@ -49,11 +49,10 @@ from data.cache_format import (
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder, gpu_decodable
 from data.fork import forking
-from data.jobs import flip_policy
+from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
-from data.sampling import train_indices
 from data.shard_writer import ShardWriter
 from data.sources import _decoder_choice
 from data.stream import tar_samples
@@ -71,27 +70,6 @@ class Unit:
     index: int
     path: str
     count: int
-
-
-def train_view(
-    meta: dict,
-    label: int,
-    rng: np.random.Generator,
-    *,
-    frames: int,
-    sampling: str,
-    stride: int,
-    min_scale: float,
-    flip: tuple[bool, list[int]],
-) -> tuple[np.ndarray, Box, int]:
-    """One training view: frame indices, crop box, label (the policy of `data.jobs.ClipJobs`
-    in training mode, draw for draw; a test keeps the two equal)."""
-    may_flip, flip_label = flip
-    idx = train_indices(meta["frames"], frames, sampling, stride, rng)
-    box = random_resized_crop(meta["height"], meta["width"], min_scale, rng)
-    if may_flip and rng.random() < 0.5:
-        box, label = mirror(box), flip_label[label]
-    return idx, box, label
 
 
 def cache_views(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from common.seeding import numpy_rng
-from data.augment import eval_boxes, mirror, random_resized_crop
+from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
@@ -43,6 +43,27 @@ def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
 
 SKIPPED = "__skipped__"
 """Key of the marker a worker yields for an item it replays without producing (`ClipJobs.skip`)."""
+
+
+def train_view(
+    meta: dict,
+    label: int,
+    rng: np.random.Generator,
+    *,
+    frames: int,
+    sampling: str,
+    stride: int,
+    min_scale: float,
+    flip: tuple[bool, list[int]],
+) -> tuple[np.ndarray, Box, int]:
+    """One training view: frame indices, crop box, label (flipped with the box). The one
+    training policy: `ClipJobs` draws it per pass, the token cache per stored view."""
+    may_flip, flip_label = flip
+    idx = train_indices(meta["frames"], frames, sampling, stride, rng)
+    box = random_resized_crop(meta["height"], meta["width"], min_scale, rng)
+    if may_flip and rng.random() < 0.5:
+        box, label = mirror(box), flip_label[label]
+    return idx, box, label
 
 
 class ClipJobs(torch.utils.data.IterableDataset):
@@ -87,10 +108,16 @@ class ClipJobs(torch.utils.data.IterableDataset):
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
         n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
         if self.train:
-            idx = train_indices(n, self.frames, self.sampling, self.stride, rng)
-            box = random_resized_crop(h, w, self.min_scale, rng)
-            if self.may_flip and rng.random() < 0.5:
-                box, label = mirror(box), self.flip_label[label]
+            idx, box, label = train_view(
+                meta,
+                label,
+                rng,
+                frames=self.frames,
+                sampling=self.sampling,
+                stride=self.stride,
+                min_scale=self.min_scale,
+                flip=(self.may_flip, self.flip_label),
+            )
             return [(idx, box)], label
         views = [
             (idx, box)

@@ -18,7 +18,7 @@ from core.freezing import freeze_spatial
 from core.model import build_model
 from core.spatial import state_sha256
 from data.augment import normalise
-from data.cache_build import CacheBuilder, cache_views, finish_cache, train_view
+from data.cache_build import CacheBuilder, cache_views, finish_cache
 from data.cache_format import (
     CACHE_MANIFEST,
     EMBED,
@@ -31,7 +31,7 @@ from data.cache_format import (
     view_bytes,
     view_shard_name,
 )
-from data.jobs import ClipJobs, flip_policy
+from data.jobs import ClipJobs, flip_policy, train_view
 from data.loader import open_cached_train_batches, read_manifest
 from data.pyav_decode import decode_views
 from data.stream import tar_samples
