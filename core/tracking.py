@@ -101,7 +101,11 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.timeout_s))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.max_retries))
         self._queue = queue.Queue(maxsize=QUEUE_SIZE)
-        self._thread = threading.Thread(target=self._work, name="mlflow-tracker", daemon=True)
+        # The worker keeps its own reference: close() drops `self._queue` while a slow
+        # worker may still be draining it.
+        self._thread = threading.Thread(
+            target=self._work, args=(self._queue,), name="mlflow-tracker", daemon=True
+        )
         self._submit("start", lambda: self._start(cfg, run_dir))
         self._thread.start()
 
@@ -147,11 +151,10 @@ class Tracker:
         except queue.Full:
             self._warn_once("full", "MLflow is not keeping up: dropping tracking calls (%s)", what)
 
-    def _work(self) -> None:
-        assert self._queue is not None
+    def _work(self, calls: queue.Queue) -> None:
         while True:
             try:
-                what, fn = self._queue.get(timeout=0.2)
+                what, fn = calls.get(timeout=0.2)
             except queue.Empty:
                 if self._closing.is_set():
                     return

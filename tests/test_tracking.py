@@ -112,3 +112,27 @@ def test_sqlite_store_records_the_run(tmp_path: Path) -> None:
     assert run.data.params == {"mode": "frozen"} and run.data.metrics["top1"] == 12.5
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
     assert (run_dir / "mlflow_run_id").read_text() == run.info.run_id
+
+
+def test_worker_outliving_close_ends_cleanly(tmp_path: Path, black_hole: BlackHole) -> None:
+    """close() gives up on a server that never answers; the worker still ends without error."""
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        cfg = TrackingConfig(
+            uri=f"http://127.0.0.1:{black_hole.port}",
+            timeout_s=1,
+            max_retries=0,
+            close_timeout_s=0.2,
+        )
+        tracker = Tracker(cfg, tmp_path, enabled=True)
+        tracker.log_metrics({"loss": 1.0}, step=0)
+        tracker.close("FINISHED")
+        worker = tracker._thread
+        assert worker.is_alive(), "the worker was meant to outlive close() here"
+        worker.join(30)
+        assert not worker.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert errors == [], f"tracking worker died with {errors!r}"
