@@ -36,14 +36,24 @@ from data.stream import ShardStream
 Tokens = tuple[torch.Tensor, torch.Tensor]
 
 
+def _as_is(item: Any) -> Any:
+    """DataLoader collate that keeps the worker's numpy arrays (see `_TokenRecords`)."""
+    return item
+
+
 class _TokenRecords(torch.utils.data.IterableDataset):
-    """Worker side: cache records -> (embed T x D, patches T x N x D, label) as tensors."""
+    """Worker side: cache records -> (embed T x D, patches T x N x D, label) as numpy arrays.
+
+    Arrays, not tensors: a tensor crosses from a worker as a shared-memory file per tensor
+    (two per clip), which cost more than the training step it feeds; an array is pickled into
+    the worker's pipe in one copy.
+    """
 
     def __init__(self, stream: ShardStream, num_classes: int, frames: int, patches: int, dim: int):
         self.stream, self.num_classes = stream, num_classes
         self.frames, self.patches, self.dim = frames, patches, dim
 
-    def _record(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _record(self, sample: dict) -> tuple[np.ndarray, np.ndarray, int]:
         label = record_label(sample["cls"], self.num_classes)
         embed = decode_array(sample[EMBED])
         if PATCHES in sample:
@@ -56,7 +66,7 @@ class _TokenRecords(torch.utils.data.IterableDataset):
             self.dim,
         ):
             raise BadRecord("meta", f"token shapes {embed.shape}, {patches.shape}")
-        return torch.from_numpy(embed), torch.from_numpy(patches), label
+        return embed, patches, label
 
     def __iter__(self) -> Iterator[Any]:
         for sample in self.stream:
@@ -142,7 +152,9 @@ class CachedTrainBatches(PrefetchedPasses):
         records = _TokenRecords(stream, self.num_classes, self.frames, self.patches, self.dim)
         workers = self.cfg.resolved_workers()
         kw = {"prefetch_factor": 8} if workers > 0 else {}
-        loader = torch.utils.data.DataLoader(records, batch_size=None, num_workers=workers, **kw)
+        loader = torch.utils.data.DataLoader(
+            records, batch_size=None, num_workers=workers, collate_fn=_as_is, **kw
+        )
         with forking():  # forks its workers here, in the caller's thread (data/fork.py)
             items = iter(loader)
         prefetcher = Prefetcher(
@@ -155,7 +167,7 @@ class CachedTrainBatches(PrefetchedPasses):
             prefetcher.close()
 
     def _batched(self, items: Iterator[Any]) -> Iterator[tuple[Tokens, torch.Tensor]]:
-        ready: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        ready: list[tuple[np.ndarray, np.ndarray, int]] = []
         since_good, limit = 0, max(1000, sum(count for _, count in self.shards))
         for item in items:
             if isinstance(item, dict):
@@ -174,10 +186,10 @@ class CachedTrainBatches(PrefetchedPasses):
                 yield self._emit(ready)
                 ready = []
 
-    def _emit(self, items: list[tuple[torch.Tensor, torch.Tensor, int]]):
+    def _emit(self, items: list[tuple[np.ndarray, np.ndarray, int]]):
         self.counters["clips"] += len(items)
-        embed = torch.stack([e for e, _, _ in items])
-        patches = torch.stack([p for _, p, _ in items])
+        embed = torch.from_numpy(np.stack([e for e, _, _ in items]))
+        patches = torch.from_numpy(np.stack([p for _, p, _ in items]))
         labels = torch.tensor([y for _, _, y in items], dtype=torch.long)
         if self.device.type == "cuda":
             embed, patches, labels = embed.pin_memory(), patches.pin_memory(), labels.pin_memory()
