@@ -31,7 +31,6 @@ from core.configtools import flatten, to_dict
 from core.evaluate import evaluate
 from core.memory import PeakMemory
 from core.rundir import MetricsLog, write_json_atomic
-from core.spatial import file_sha256
 from core.tracking import Tracker
 from core.trainer import Trainer
 
@@ -301,16 +300,17 @@ def _save(
     extra_meta: dict[str, Any] | None = None,
     data_position: dict[str, Any] | None = None,
 ) -> Path:
-    spatial_weights = None
-    if cfg.mode == "frozen" and cfg.spatial.weights:
-        spatial_weights = {
-            "path": str(Path(cfg.spatial.weights).resolve()),
-            "sha256": file_sha256(cfg.spatial.weights),
-        }
-    meta = {"mode": cfg.mode, "spatial_weights": spatial_weights, "config": to_dict(cfg)}
+    # A frozen backbone is pinned by the file its weights came from (the image weights, or a
+    # stage-1 checkpoint), not by `spatial.weights`, which stage 2 overrides from stage 1.
+    source = trainer.model.spatial.weights_source if cfg.mode == "frozen" else None
+    meta = {
+        "mode": cfg.mode,
+        "spatial_weights": source.pin() if source else None,
+        "config": to_dict(cfg),
+    }
     meta |= extra_meta or {}
     spatial_state = None
-    if cfg.mode == "frozen" and not cfg.spatial.weights:
+    if cfg.mode == "frozen" and source is None:
         # A backbone from a random init exists in no file: the checkpoint carries it, so that
         # `vivit eval` (or a later stage) rebuilds exactly the model that was trained.
         vit = trainer.model.spatial.vit.state_dict()

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from core.ckpt_format import find_checkpoint, read_checkpoint_weights
-from core.spatial import file_sha256, load_spatial_weights, load_vit_state
+from core.ckpt_format import WEIGHTS_FILE, find_checkpoint, read_checkpoint_weights
+from core.spatial import WeightsSource, file_sha256, load_spatial_weights, load_vit_state
 from core.temporal import TemporalConfig, resize_temporal_pos
 
 if TYPE_CHECKING:
@@ -122,8 +122,14 @@ def _load_temporal_head(model: ViViTFE, state: dict[str, Tensor], source: str) -
 
 
 def _load_spatial(
-    model: ViViTFE, state: dict[str, Tensor], meta: dict[str, Any], source: str
+    model: ViViTFE, state: dict[str, Tensor], meta: dict[str, Any], ckpt: Path
 ) -> None:
+    """The checkpoint's spatial weights: its own `spatial.vit.*`, else the file its meta pins.
+
+    Either way `model.spatial.weights_source` names the file they came from, so that a frozen
+    run started from this checkpoint pins it in turn (stage 2 -> `vivit eval`/`predict`).
+    """
+    source = f"checkpoint {ckpt}"
     spatial_state = {
         k.removeprefix("spatial.vit."): v for k, v in state.items() if k.startswith("spatial.")
     }
@@ -132,6 +138,7 @@ def _load_spatial(
         if stray:
             raise ValueError(f"{source}: unexpected spatial keys {stray}")
         load_vit_state(model.spatial.vit, spatial_state, f"spatial part of {source}")
+        model.spatial.weights_source = WeightsSource(ckpt / WEIGHTS_FILE, "spatial.vit.")
         return
     weights = meta.get("spatial_weights")
     if not weights:
@@ -146,7 +153,9 @@ def _load_spatial(
             f"{source} was trained on spatial weights {path} with sha256 {weights.get('sha256')}, "
             f"but that file now has sha256 {digest}"
         )
-    load_spatial_weights(model.spatial.vit, path)
+    prefix = str(weights.get("prefix", ""))
+    load_spatial_weights(model.spatial.vit, path, prefix)
+    model.spatial.weights_source = WeightsSource(path, prefix)
 
 
 def load_checkpoint_init(model: ViViTFE, path: str | Path, load_spatial: bool = True) -> Path:
@@ -156,7 +165,7 @@ def load_checkpoint_init(model: ViViTFE, path: str | Path, load_spatial: bool = 
     source = f"checkpoint {ckpt}"
     _load_temporal_head(model, state, source)
     if load_spatial:
-        _load_spatial(model, state, meta, source)
+        _load_spatial(model, state, meta, ckpt)
     return ckpt
 
 

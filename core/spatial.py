@@ -157,9 +157,33 @@ def load_vit_state(vit: VisionTransformer, state: dict[str, Tensor], source: str
     vit.load_state_dict(state, strict=True)
 
 
-def load_spatial_weights(vit: VisionTransformer, path: str | Path) -> None:
-    """Load a local timm ViT weights file (tolerates wrappers, `module.`, a classifier head)."""
-    load_vit_state(vit, read_state_dict(path), f"spatial weights {path}")
+@dataclass(frozen=True)
+class WeightsSource:
+    """The file a spatial transformer's weights were loaded from, so a frozen run's checkpoint
+    can pin it instead of copying the backbone: a timm ViT weights file (`prefix=""`), or an
+    earlier run's checkpoint whose `spatial.vit.*` tensors hold them (stage 1 of the recipe)."""
+
+    path: Path
+    prefix: str = ""
+
+    def pin(self) -> dict[str, str]:
+        """What a checkpoint's meta records (`core.init` loads it back, sha256 checked)."""
+        return {
+            "path": str(self.path.resolve()),
+            "sha256": file_sha256(self.path),
+            "prefix": self.prefix,
+        }
+
+
+def load_spatial_weights(vit: VisionTransformer, path: str | Path, prefix: str = "") -> None:
+    """Load a local timm ViT weights file (tolerates wrappers, `module.`, a classifier head);
+    with `prefix`, only the tensors under it (a checkpoint holding a whole ViViT)."""
+    state = read_state_dict(path)
+    what = f"spatial weights {path}"
+    if prefix:
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        what = f"spatial weights ({prefix}*) in {path}"
+    load_vit_state(vit, state, what)
 
 
 class SpatialTransformer(nn.Module):
@@ -193,7 +217,8 @@ class SpatialTransformer(nn.Module):
         data_cfg = timm.data.resolve_model_data_config(vit)
         self.mean: tuple[float, ...] = tuple(data_cfg["mean"])
         self.std: tuple[float, ...] = tuple(data_cfg["std"])
-        self.weights_path: str | None = cfg.weights
+        self.weights_source = WeightsSource(Path(cfg.weights)) if cfg.weights else None
+        """Where the current weights came from (None: a random init, stored by no file)."""
         self.frozen = False
         """Set by `freeze_spatial`: keeps eval mode through `.train()` and runs without autograd."""
         if cfg.weights:

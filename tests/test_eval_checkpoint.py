@@ -66,3 +66,39 @@ def test_eval_on_other_class_names_is_an_error(trained, tmp_path: Path, capsys) 
     code, _, err = _eval(capsys, root, ckpt)
     assert code == 2
     assert "4 other classes (p, q, r, s)" in err and "has 4 classes (a, b, c, d)" in err
+
+
+def test_eval_of_stage2_uses_stage1_spatial_weights(tmp_path: Path, capsys) -> None:
+    """Stage 2 takes its frozen backbone from stage 1 (`temporal.load_spatial=true`), not from
+    `spatial.weights`: its checkpoint must pin stage 1's weights, or `vivit eval` and `vivit
+    predict` score another model than the one trained (the image weights)."""
+    from safetensors.torch import save_file
+
+    from core.config import load_config
+    from core.model import build_model
+
+    root = write_shard_set(
+        tmp_path / "d", {"train": [_records(8)], "val": [_records(6, "v")]}, CLASSES
+    )
+    image = tmp_path / "image.safetensors"
+    vit = build_model(load_config("configs/tiny.yaml", []), len(CLASSES)).spatial.vit
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(image))
+    stage1, stage2 = tmp_path / "s1", tmp_path / "s2"
+    # a high backbone learning rate, so stage 1's spatial weights are far from the image ones
+    _run(root, stage1, "mode=full", f"spatial.weights={image}", "optim.lr=0.05")
+    summary = _run(
+        root,
+        stage2,
+        "mode=frozen",
+        f"spatial.weights={image}",
+        "temporal.init=checkpoint",
+        f"temporal.checkpoint={stage1}",
+        "temporal.load_spatial=true",
+    )
+    last = sorted((stage2 / "checkpoints").glob("step_*"))[-1]
+    meta = json.loads((last / "meta.json").read_text())
+    pinned = Path(meta["spatial_weights"]["path"])
+    assert pinned.is_relative_to(stage1.resolve()), meta["spatial_weights"]
+    code, result, err = _eval(capsys, root, stage2)
+    assert code == 0, err
+    assert result["val_loss"] == pytest.approx(summary["val_loss"], rel=0, abs=1e-5)
