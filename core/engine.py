@@ -43,6 +43,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def _skip_shm_comm_op() -> None:
+    """A 1-rank CPU group never communicates, so DeepSpeed's shared-memory all-reduce kernel is
+    not built: on a fresh machine it compiles for about a minute (2 cores), and every process
+    loads it again. DeepSpeed builds the op only while its compatibility table (one dict, kept
+    by `deepspeed.ops`) says it may; a version without that table is left as it is."""
+    try:
+        import deepspeed.ops
+
+        ops = deepspeed.ops.__compatible_ops__
+    except (ImportError, AttributeError):
+        return
+    if isinstance(ops, dict) and SHM_COMM_OP in ops:
+        ops[SHM_COMM_OP] = False
+
+
 def init_distributed() -> tuple[int, int]:
     """Join the process group the `deepspeed` launcher set up, or make a 1-rank one.
 
@@ -57,6 +75,8 @@ def init_distributed() -> tuple[int, int]:
             deepspeed.init_distributed(dist_backend=backend, verbose=False)
         else:  # plain `vivit train`: a 1-rank group, without leaking RANK/MASTER_* to children
             os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine insists on it
+            if backend == "gloo":
+                _skip_shm_comm_op()
             deepspeed.init_distributed(
                 dist_backend=backend,
                 auto_mpi_discovery=False,

@@ -91,3 +91,26 @@ def test_torch_adamw_impl_needs_no_build_and_trains() -> None:
     assert moved, "torch AdamW must update the trainable parameters"
     with pytest.raises(ValueError, match="optim.impl"):
         tiny_trainer("optim.impl=adam8bit")
+
+
+def test_one_rank_cpu_group_builds_no_shm_comm_op(tmp_path) -> None:
+    """A plain `vivit train` on a CPU is a 1-rank group: DeepSpeed's shared-memory all-reduce
+    kernel is neither compiled (about a minute on a fresh machine) nor loaded."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "from core.engine import init_distributed\n"
+        "print(init_distributed())\n"
+        "import deepspeed.comm.comm as c\n"
+        "print('shm op', c.cdb.shm_comm_op)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env |= {"TORCH_EXTENSIONS_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(0, 1)" in proc.stdout and "shm op None" in proc.stdout, proc.stdout
+    assert not list(tmp_path.rglob("*shm*")), "the shm op was compiled"
