@@ -12,12 +12,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from data.augment import normalise
+from data.augment import Box, normalise
 from data.dali_decode import DaliClipDecoder
 from data.jobs import SKIPPED
 from data.pyav_decode import decode_views
+from data.records import SkipGuard
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +66,9 @@ class Batcher:
         self.size, self.device, self.dtype = size, device, dtype
         self.mean, self.std = tuple(mean), tuple(std)
         self.counters = counters
-        self.max_skipped = max_skipped
         self.skip = skip
         self._warned: set[str] = set()
-        self._since_good = 0  # records skipped since the last usable one
-
-    def _skipped(self, n: int) -> None:
-        """Count `n` unusable records; an endless stream of nothing else is an error, not a hang."""
-        self._since_good += n
-        if self._since_good > self.max_skipped:
-            counts = {k: v for k, v in self.counters.items() if k.endswith("_skipped")}
-            raise RuntimeError(
-                f"no usable record in the last {self._since_good} read ({counts}): "
-                "the split is corrupt or mislabelled (the first bad record is logged above)"
-            )
+        self._guard = SkipGuard(max_skipped, counters)
 
     def _warn_once(self, reason: str) -> None:
         kind = reason.split(" at ")[0]
@@ -97,31 +88,48 @@ class Batcher:
         return frames
 
     def _decode(self, jobs: list[dict]) -> list[tuple[torch.Tensor, int]]:
-        """(uint8 V×T×C×S×S clip, label) for every job that decodes; bad ones are counted."""
-        flat = [(j["data"], idx, box) for j in jobs if "data" in j for idx, box in j["views"]]
-        decoded, bad_views = (None, [])
+        """(uint8 V×T×C×S×S clip, label) for every job that decodes; bad ones are counted.
+
+        DALI decodes a video once per distinct crop box (`_decode_plan`), so an evaluation video
+        of C temporal clips is decoded once, not C times; each view is then gathered from it.
+        """
+        plans = [_decode_plan(j["views"]) if "data" in j else [] for j in jobs]
+        flat = [
+            (j["data"], item.frames, item.box)
+            for j, plan in zip(jobs, plans, strict=True)
+            for item in plan
+        ]
+        decoded, bad_items = (None, [])
         if flat:
             assert self.decoder is not None
-            decoded, bad_views = self.decoder.decode(flat)
-        bad = sorted(bad_views)
+            decoded, bad_items = self.decoder.decode(flat)
+        bad = sorted(bad_items)
         out, pos = [], 0
-        for job in jobs:
+        for job, plan in zip(jobs, plans, strict=True):
             if "frames" in job:
                 if job.get("fallback"):
                     self._warn_once(job["fallback"])
                 out.append((job["frames"], job["label"]))
                 continue
-            start, v = pos, len(job["views"])
-            pos += v
-            if any(start <= b < start + v for b in bad):
+            start, n = pos, len(plan)
+            pos += n
+            if any(start <= b < start + n for b in bad):
                 frames = self._retry_on_cpu(job)
                 if frames is None:
                     self.counters["corrupt_skipped"] += 1
                 else:
                     out.append((frames, job["label"]))
                 continue
-            row = start - sum(1 for b in bad if b < start)  # DALI returns only the good views
-            out.append((decoded[row : row + v], job["label"]))
+            row = start - sum(1 for b in bad if b < start)  # DALI returns only the good items
+            clips = decoded[row : row + n]
+            if n == 1 and plan[0].gathers is None:  # one view: its frames as decoded, no copy
+                out.append((clips[:1], job["label"]))
+                continue
+            views: list[torch.Tensor] = [clips[0][:0]] * len(job["views"])
+            for item, clip in zip(plan, clips, strict=True):
+                for v, gather in zip(item.views, item.gathers, strict=True):
+                    views[v] = clip[torch.from_numpy(gather)]
+            out.append((torch.stack(views), job["label"]))
         return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
@@ -135,18 +143,18 @@ class Batcher:
                 continue
             if "__corrupt__" in job:
                 self.counters["corrupt_skipped"] += int(job["__corrupt__"])
-                self._skipped(int(job["__corrupt__"]))
+                self._guard.skipped(int(job["__corrupt__"]))
                 continue
             if "__bad__" in job:
                 self._count_bad(job["__bad__"], job["detail"])
-                self._skipped(1)
+                self._guard.skipped(1)
                 continue
             pending.append(job)
             if len(pending) + len(ready) >= self.batch_size:
                 decoded = self._decode(pending)
                 if decoded:
-                    self._since_good = 0
-                self._skipped(len(pending) - len(decoded))
+                    self._guard.good()
+                self._guard.skipped(len(pending) - len(decoded))
                 ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
@@ -187,6 +195,41 @@ class Batcher:
             labels = labels.pin_memory()
         labels = labels.to(self.device, non_blocking=True)
         return normalise(frames, self.mean, self.std, self.dtype), labels, position
+
+
+@dataclass(frozen=True)
+class _DecodeItem:
+    """One DALI item of a job: the frames to decode under one crop box, and how its views
+    (`views`, positions in the job) are gathered from them (None: a single view, as decoded)."""
+
+    box: Box
+    frames: np.ndarray
+    views: list[int]
+    gathers: list[np.ndarray] | None
+
+
+def _decode_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
+    """The job's views grouped by crop box, in first-seen order, each group one DALI item.
+
+    A group decodes the sorted union of its views' frame indices, padded with its last index
+    to (views x T) frames so that every item of a batch has the same length; each view is
+    gathered back by position.
+    """
+    groups: dict[tuple[float, ...], tuple[Box, list[int]]] = {}
+    for v, (_, box) in enumerate(views):
+        groups.setdefault(tuple(float(x) for x in box), (box, []))[1].append(v)
+    plan = []
+    for box, members in groups.values():
+        if len(views) == 1:
+            plan.append(_DecodeItem(box, np.asarray(views[0][0]), members, None))
+            continue
+        wanted = [np.asarray(views[v][0]) for v in members]
+        union = np.unique(np.concatenate(wanted))
+        size = sum(len(w) for w in wanted)
+        frames = np.concatenate([union, np.full(size - len(union), union[-1])])
+        gathers = [np.searchsorted(union, w) for w in wanted]
+        plan.append(_DecodeItem(box, frames, members, gathers))
+    return plan
 
 
 def to_device(clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -29,7 +29,7 @@ from data.cache_format import (
 from data.config import DataConfig
 from data.fork import forking
 from data.prefetch import PrefetchedPasses, Prefetcher
-from data.records import BadRecord, record_label
+from data.records import BadRecord, SkipGuard, record_label, skip_limit
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
@@ -168,19 +168,14 @@ class CachedTrainBatches(PrefetchedPasses):
 
     def _batched(self, items: Iterator[Any]) -> Iterator[tuple[Tokens, torch.Tensor]]:
         ready: list[tuple[np.ndarray, np.ndarray, int]] = []
-        since_good, limit = 0, max(1000, sum(count for _, count in self.shards))
+        guard = SkipGuard(skip_limit(self.shards), self.counters, f" from token cache {self.root}")
         for item in items:
             if isinstance(item, dict):
                 kind = "corrupt" if "__corrupt__" in item else f"bad_{item['__bad__']}"
                 self.counters[f"{kind}_skipped"] += int(item.get("__corrupt__", 1))
-                since_good += 1
-                if since_good > limit:
-                    raise RuntimeError(
-                        f"no usable record in the last {since_good} read from token cache "
-                        f"{self.root} ({self.counters})"
-                    )
+                guard.skipped(1)
                 continue
-            since_good = 0
+            guard.good()
             ready.append(item)
             if len(ready) == self.batch_size:
                 yield self._emit(ready)

@@ -25,6 +25,33 @@ class BadRecord(ValueError):
         self.kind = kind
 
 
+def skip_limit(shards: list[tuple[str, int]]) -> int:
+    """Unusable records in a row that stop a stream: more than a whole pass over `shards`
+    (`(path, records)` pairs), and never fewer than 1000."""
+    return max(1000, sum(count for _, count in shards))
+
+
+class SkipGuard:
+    """Counts records skipped since the last usable one, so that a stream of nothing but bad
+    records (a corrupt or mislabelled split) is an error instead of an endless silent loop."""
+
+    def __init__(self, limit: int, counters: dict[str, int], where: str = "") -> None:
+        self.limit, self.counters, self.where = limit, counters, where
+        self.since_good = 0
+
+    def good(self) -> None:
+        self.since_good = 0
+
+    def skipped(self, n: int = 1) -> None:
+        self.since_good += n
+        if self.since_good > self.limit:
+            counts = {k: v for k, v in self.counters.items() if k.endswith("_skipped")}
+            raise RuntimeError(
+                f"no usable record in the last {self.since_good} read{self.where} ({counts}): "
+                "the split is corrupt or mislabelled (the first bad record is logged above)"
+            )
+
+
 def record_label(raw: bytes, num_classes: int) -> int:
     """The `.cls` member as a class index in `[0, num_classes)`."""
     text = bytes(raw).decode("utf-8", "replace").strip()

@@ -32,6 +32,7 @@ from data.fork import forking
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
+from data.records import skip_limit
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
@@ -148,7 +149,7 @@ class StreamingBatches(PrefetchedPasses):
                     mean=self.mean,
                     std=self.std,
                     counters=self.counters,
-                    max_skipped=max(1000, sum(count for _, count in self.shards)),
+                    max_skipped=skip_limit(self.shards),
                     skip=skip,
                 )
             ),

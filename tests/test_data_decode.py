@@ -83,3 +83,34 @@ def test_sampling_policies():
     views = eval_indices(16, 4, "uniform", 1, 2)
     assert [v.tolist() for v in views] == [[1, 5, 9, 13], [3, 7, 11, 15]]
     assert len(eval_boxes(24, 40, 3)) == 3 and eval_boxes(24, 40, 1) == [(0.0, 0.2, 1.0, 0.8)]
+
+
+def test_batcher_decodes_a_video_once_per_crop_box_and_keeps_every_view():
+    """Evaluation views (2 temporal clips x 3 crops) come from one DALI item per crop box; each
+    view equals decoding that view alone."""
+    from data.batcher import Batcher
+
+    rng = np.random.default_rng(1)  # every frame and crop differs: 32x48 px of flat 4x4 blocks
+    blocks = rng.integers(0, 255, (16, 8, 12, 3), dtype=np.uint8)
+    data = encode_frames(blocks.repeat(4, axis=1).repeat(4, axis=2), fps=8, codec="vp9", gop=4)
+    views = [
+        (idx, box) for idx in eval_indices(16, 4, "uniform", 2, 2) for box in eval_boxes(32, 48, 3)
+    ]
+    jobs = [{"data": data, "views": views, "label": 1}, {"data": data, "views": views, "label": 2}]
+    dec = DaliClipDecoder(max_batch=8, size=16, device=torch.device("cpu"), num_threads=1)
+    items: list[int] = []
+    real = dec.decode
+    dec.decode = lambda batch: (items.append(len(batch)), real(batch))[1]
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    batcher = Batcher(
+        iter(jobs), dec, batch_size=2, size=16, device=torch.device("cpu"),
+        dtype=torch.float32, mean=mean, std=std, counters={"corrupt_skipped": 0, "clips": 0},
+        max_skipped=10,
+    )  # fmt: skip
+    ((frames, labels, _),) = list(batcher)
+    assert items == [2 * 3], "one DALI item per (video, crop box)"
+    assert frames.shape == (2, 6, 4, 3, 16, 16) and labels.tolist() == [1, 2]
+    alone, bad = real([(data, np.asarray(idx), box) for idx, box in views])
+    assert bad == []
+    expected = normalise(alone, mean, std, torch.float32)
+    assert torch.equal(frames[0], expected) and torch.equal(frames[1], expected)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from launch.demo import aggregate, mean_curve, time_to_reach, verdict
+from launch.demo_results import aggregate, mean_curve, time_to_reach, verdict
 from launch.recipes import (
     ARMS,
     DEFAULT,
@@ -214,7 +214,7 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
 
 
 def test_two_stage_curve_starts_at_stage1_cost_on_either_clock() -> None:
-    from launch.demo import arm_seed_result
+    from launch.demo_results import arm_seed_result
 
     arm = Arm("two-stage", "", [Stage("s1", [], 10, "full", 2), Stage("s2", [], 4, "frozen", 8)])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from launch.demo import aggregate, arm_seed_result, cache_figures, verdict
+from launch.demo_results import aggregate, arm_seed_result, cache_figures, verdict
 from launch.recipes import QUICK, Arm, Stage, base_overrides, demo_arms
 
 

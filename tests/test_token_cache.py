@@ -529,6 +529,30 @@ def test_reader_is_deterministic_per_seed_and_step_and_draws_every_view(source, 
     assert seen == set(range(VIEWS))
 
 
+def test_a_cache_of_nothing_but_corrupt_tokens_is_an_error_not_a_hang(source, tmp_path):
+    """Every token member unreadable: the reader counts them, then stops naming the cache."""
+    import io
+    import tarfile
+
+    cfg = _cfg(source)
+    out = tmp_path / "cache"
+    _build(cfg, out)
+    _finish(cfg, out)
+    for shard in out.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+        with tarfile.open(shard, "w") as tar:
+            for member, payload in members:
+                if member.name.endswith(EMBED):
+                    payload = b"not an array"
+                    member.size = len(payload)
+                tar.addfile(member, io.BytesIO(payload))
+    with _reader(source, out) as reader:
+        with pytest.raises(RuntimeError, match="no usable record .* from token cache"):
+            next(iter(reader.batches(0)))
+        assert reader.counters["corrupt_skipped"] > 1000
+
+
 # ---------------------------------------------------------------- cost
 
 
