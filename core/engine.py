@@ -141,8 +141,10 @@ def build_ds_config(
     }
     if optim_cfg.impl == "torch":
         params["torch_adam"] = True
-        if on_gpu:
-            params["fused"] = True
+        # torch's fused AdamW (CUDA, and CPU since torch 2.4); without it torch picks the
+        # per-tensor loop on a CPU: 29-37 ms per step for the tiny debug ViViT's 84 tensors
+        # against 1-3 ms fused (2-core CPU), a fifth of a whole small training step.
+        params["fused"] = True
     ds["optimizer"] = {"type": "AdamW", "params": params}
     ds.setdefault("steps_per_print", 10**9)
     return ds
