@@ -109,7 +109,7 @@ class Batcher:
             if "frames" in job:
                 if job.get("fallback"):
                     self._warn_once(job["fallback"])
-                out.append((job["frames"], job["label"]))
+                out.append((torch.from_numpy(job["frames"]), job["label"]))
                 continue
             start, n = pos, len(plan)
             pos += n

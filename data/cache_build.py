@@ -48,7 +48,7 @@ from data.cache_format import (
 )
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder, gpu_decodable
-from data.fork import forking
+from data.fork import forking, worker_loader
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.pyav_decode import decode_views
@@ -145,7 +145,7 @@ class CacheJobs(torch.utils.data.IterableDataset):
         dali = self.dali_codecs is not None and codec in self.dali_codecs
         if dali and (not self.gpu or gpu_decodable(codec, meta["width"], meta["height"])):
             return job | {"data": data}  # decoded by DALI in the main process
-        return job | {"frames": decode_views(data, views, self.size)}
+        return job | {"frames": decode_views(data, views, self.size).numpy()}
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -324,8 +324,7 @@ class CacheBuilder:
             gpu=self.device.type == "cuda",
         )
         workers = min(self.cfg.resolved_workers(), len(todo))
-        kw = {"prefetch_factor": 4} if workers > 0 else {}
-        loader = torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers, **kw)
+        loader = worker_loader(jobs, workers, prefetch_factor=4)
         open_units = {u.index: _UnitOut(self.out, self.split, u, self.views) for u in todo}
         bar = tqdm(
             total=sum(u.count for u in todo),
@@ -377,8 +376,8 @@ class CacheBuilder:
         out: list[torch.Tensor | None] = []
         pos = 0
         for job in jobs:
-            if "frames" in job:
-                out.append(job["frames"])
+            if "frames" in job:  # decoded by PyAV in the worker, a numpy array (data/fork.py)
+                out.append(torch.from_numpy(job["frames"]))
                 continue
             start, v = pos, len(job["views"])
             pos += v

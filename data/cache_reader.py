@@ -27,18 +27,13 @@ from data.cache_format import (
     split_view_shards,
 )
 from data.config import DataConfig
-from data.fork import forking
+from data.fork import forking, worker_loader
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, SkipGuard, record_label, skip_limit
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
 Tokens = tuple[torch.Tensor, torch.Tensor]
-
-
-def _as_is(item: Any) -> Any:
-    """DataLoader collate that keeps the worker's numpy arrays (see `_TokenRecords`)."""
-    return item
 
 
 class _TokenRecords(torch.utils.data.IterableDataset):
@@ -151,10 +146,7 @@ class CachedTrainBatches(PrefetchedPasses):
         )
         records = _TokenRecords(stream, self.num_classes, self.frames, self.patches, self.dim)
         workers = self.cfg.resolved_workers()
-        kw = {"prefetch_factor": 8} if workers > 0 else {}
-        loader = torch.utils.data.DataLoader(
-            records, batch_size=None, num_workers=workers, collate_fn=_as_is, **kw
-        )
+        loader = worker_loader(records, workers, prefetch_factor=8)
         with forking():  # forks its workers here, in the caller's thread (data/fork.py)
             items = iter(loader)
         prefetcher = Prefetcher(

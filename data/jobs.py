@@ -146,7 +146,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
             fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
         return {
             "label": label,
-            "frames": decode_views(data, views, self.size),
+            "frames": decode_views(data, views, self.size).numpy(),  # arrays: data/fork.py
             "fallback": fallback,
         }
 

@@ -28,7 +28,7 @@ from common.seeding import torch_generator
 from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
-from data.fork import forking
+from data.fork import forking, worker_loader
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
@@ -59,9 +59,8 @@ def _dataloader(
     making an iterator would then move the RNG dropout uses, and a resumed run (whose RNG is
     restored from the checkpoint) would draw other dropout masks than an uninterrupted one.
     """
-    kw = {"prefetch_factor": 4, "persistent_workers": persistent} if workers > 0 else {}
-    return torch.utils.data.DataLoader(
-        jobs, batch_size=None, num_workers=workers, generator=generator, **kw
+    return worker_loader(
+        jobs, workers, prefetch_factor=4, persistent=persistent, generator=generator
     )
 
 

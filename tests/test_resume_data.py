@@ -20,7 +20,7 @@ from core.ckpt_manifest import CheckpointError
 from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
-from data.fork import forking
+from data.fork import forking, worker_loader
 from data.jobs import SKIPPED, ClipJobs, own_share
 from data.loader import open_train_batches
 from data.manifest import read_manifest, split_shards
@@ -65,7 +65,7 @@ def _jobs(root: Path, skip: int, workers: int) -> list:
         num_classes=len(CLASSES),
         skip=skip,
     )
-    loader = torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers)
+    loader = worker_loader(jobs, workers, prefetch_factor=4)  # as data/sources.py makes it
     with forking():  # as data/ forks its workers: no DALI garbage of earlier tests in them
         items = iter(loader)
     return [_comparable(item) for item in itertools.islice(items, 30)]
@@ -75,7 +75,7 @@ def _comparable(item: dict) -> tuple:
     if "label" not in item:
         return ("marker", sorted((k, str(v)) for k, v in item.items()))
     if "frames" in item:  # decoded by PyAV in the worker: the crop and frames are in them
-        return ("job", item["label"], None, item["frames"].numpy().tobytes())
+        return ("job", item["label"], None, item["frames"].tobytes())
     views = [(idx.tolist(), tuple(box)) for idx, box in item["views"]]
     return ("job", item["label"], views, item["data"])
 
