@@ -70,6 +70,6 @@ def measure_data_throughput(
         "dali_clips_per_s": dali,
         "pyav_clips_per_s": pyav,
         "dali_over_pyav": dali / pyav if pyav > 0 else float("inf"),
-        "dali_data_wait_s": dali_stats["data_wait_s"],
-        "pyav_data_wait_s": pyav_stats["data_wait_s"],
+        "dali_data_wait_s": dali_stats["data_wait_total_s"],
+        "pyav_data_wait_s": pyav_stats["data_wait_total_s"],
     }

@@ -35,7 +35,7 @@ class TrainBatches(Protocol):
         ...
 
     def stats(self) -> dict[str, float]:
-        """Counters for the metrics log, e.g. `corrupt_skipped`, `data_wait_s`."""
+        """Counters for the metrics log, e.g. `corrupt_skipped`, `data_wait_total_s`."""
         ...
 
 

@@ -202,14 +202,16 @@ def _train_loop(
                 data_wait += window_wait
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss} at step {step}: stopping")
+                # the source's counters first: the step's own figures win any name they share
+                # (a source's cumulative wait once overwrote the per-step `data_wait_s`)
                 record = {
+                    **{k: v for k, v in source.stats().items() if isinstance(v, (int, float))},
                     "step": step,
                     "loss": loss,
                     "lr": trainer.lr,
                     "step_time_s": dt,
                     "clips_per_s": clips_per_step / dt,
                     "data_wait_s": window_wait / window_steps,
-                    **{k: v for k, v in source.stats().items() if isinstance(v, (int, float))},
                 }
                 metrics.write(record)
                 tracker.log_metrics(record, step=step)

@@ -167,8 +167,10 @@ class PrefetchedPasses:
         return prefetcher
 
     def stats(self) -> dict[str, float]:
-        """Counters, and `data_wait_s`: time the consumer waited for batches (all passes)."""
-        return {**self.counters, "data_wait_s": sum(p.wait_s for p in self._prefetchers)}
+        """Counters, and `data_wait_total_s`: time the consumer waited for batches, all passes
+        together (the trainer logs its own per-step `data_wait_s`)."""
+        total = sum(p.wait_s for p in self._prefetchers)
+        return {**self.counters, "data_wait_total_s": total}
 
     def close(self) -> None:
         """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""

@@ -44,3 +44,31 @@ def test_eval_time_is_not_training_time(tmp_path: Path) -> None:
     times = [r["train_time_s"] for r in evals] + [summary["train_time_s"]]
     assert times == sorted(times), times
     assert summary["train_time_s"] < EVAL_SLEEP_S, summary["train_time_s"]
+
+
+DATA_SLEEP_S = 0.05
+
+
+class SlowData(TensorBatches):
+    """In-memory batches that each take `DATA_SLEEP_S` to arrive, and a source counter named
+    like the trainer's own per-step figure (as the prefetching sources once had)."""
+
+    def batches(self, start_step, position=None):
+        for batch in super().batches(start_step, position):
+            time.sleep(DATA_SLEEP_S)
+            yield batch
+
+    def stats(self) -> dict[str, float]:
+        return {"data_wait_s": 1e6, "batches_served": float(self.served)}
+
+
+def test_logged_data_wait_is_the_step_s_own(tmp_path: Path) -> None:
+    cfg = tiny_config("train.steps=4", "train.log_every=2", f"out_dir={tmp_path}")
+    trainer = Trainer(cfg, num_classes=NUM_CLASSES)
+    fit(cfg, trainer, SlowData(NUM_CLASSES, 4, 4, 32, seed=0), SlowEval)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [2, 4]
+    for r in steps:  # per step: at least the sleep, never more than the whole step
+        assert DATA_SLEEP_S * 0.9 <= r["data_wait_s"] <= r["step_time_s"], r
+        assert r["batches_served"] >= r["step"], r  # the source's counters are still logged
