@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,44 +100,67 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_stage(
-    stage: Stage, base_yaml: Path, runs_dir: Path, run_prefix: str, progress: Progress
-) -> dict[str, Any]:
-    """One fresh `vivit train` process; returns its summary.json plus its eval curve."""
-    run_dir = runs_dir / stage.run
-    shutil.rmtree(run_dir, ignore_errors=True)
+def _run_child(
+    name: str,
+    cmd: list[str],
+    out: Path,
+    runs_dir: Path,
+    result: Path,
+    on_tick: Callable[[], None] | None = None,
+) -> float:
+    """Run one stage's process into a fresh `out`, its output in `runs_dir/<name>.log`;
+    `on_tick` is called every second while it runs. Returns its wall time.
+
+    Raises `StageFailed` (with the log's tail) unless it exits 0 having written `result`; an
+    interrupted demo (Ctrl-C, kill) never leaves the process behind.
+    """
+    shutil.rmtree(out, ignore_errors=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "launch.train", str(base_yaml), *stage.overrides]
-    cmd += [f"out_dir={run_dir}", f"tracking.run_name={run_prefix}{stage.run}"]
-    log_path = runs_dir / f"{stage.run}.log"
-    env = _child_env()
+    log_path = runs_dir / f"{name}.log"
     start = time.perf_counter()
     with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env())
         try:
             while proc.poll() is None:
                 time.sleep(1.0)
-                records = _read_metrics(run_dir / "metrics.jsonl")
-                steps = [r for r in records if "loss" in r]
-                evals = [r for r in records if r.get("event") == "eval"]
-                if steps:
-                    last = steps[-1]
-                    rate = 1.0 / last["step_time_s"] if last.get("step_time_s") else 0.0
-                    top1 = evals[-1]["top1"] if evals else None
-                    progress.update(stage.run, last["step"], last["loss"], top1, rate)
-        finally:  # interrupted (Ctrl-C, kill): never leave a training process behind
+                if on_tick is not None:
+                    on_tick()
+        finally:
             if proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
     process_s = time.perf_counter() - start
-    progress.done_steps += stage.steps
-    summary_path = run_dir / "summary.json"
-    if proc.returncode != 0 or not summary_path.is_file():
+    if proc.returncode != 0 or not result.is_file():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise StageFailed(f"{stage.run} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+        raise StageFailed(f"{name} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    return process_s
+
+
+def run_stage(
+    stage: Stage, base_yaml: Path, runs_dir: Path, run_prefix: str, progress: Progress
+) -> dict[str, Any]:
+    """One fresh `vivit train` process; returns its summary.json plus its eval curve."""
+    run_dir = runs_dir / stage.run
+    cmd = [sys.executable, "-m", "launch.train", str(base_yaml), *stage.overrides]
+    cmd += [f"out_dir={run_dir}", f"tracking.run_name={run_prefix}{stage.run}"]
+
+    def report() -> None:
+        records = _read_metrics(run_dir / "metrics.jsonl")
+        steps = [r for r in records if "loss" in r]
+        evals = [r for r in records if r.get("event") == "eval"]
+        if steps:
+            last = steps[-1]
+            rate = 1.0 / last["step_time_s"] if last.get("step_time_s") else 0.0
+            top1 = evals[-1]["top1"] if evals else None
+            progress.update(stage.run, last["step"], last["loss"], top1, rate)
+
+    summary_path = run_dir / "summary.json"
+    process_s = _run_child(stage.run, cmd, run_dir, runs_dir, summary_path, report)
+    progress.done_steps += stage.steps
     summary = json.loads(summary_path.read_text())
     summary["process_s"] = process_s
     summary["run"] = stage.run
@@ -162,26 +186,10 @@ def run_cache_stage(stage: Stage, base_yaml: Path, runs_dir: Path) -> dict[str, 
     build time (wall and process CPU, start-up excluded) is the stage's training time, its
     "steps" the clip views encoded, and it has no evaluation points."""
     out = runs_dir / stage.run
-    shutil.rmtree(out, ignore_errors=True)
-    runs_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "launch.cli", "cache", "build", str(base_yaml)]
     cmd += ["--out", str(out), *stage.args, *stage.overrides]
-    log_path = runs_dir / f"{stage.run}.log"
-    env = _child_env()
-    start = time.perf_counter()
-    with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        try:
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
-    process_s = time.perf_counter() - start
     manifest_path = out / "cache.json"
-    if proc.returncode != 0 or not manifest_path.is_file():
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise StageFailed(f"{stage.run} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    process_s = _run_child(stage.run, cmd, out, runs_dir, manifest_path)
     split = json.loads(manifest_path.read_text())["splits"]["train"]
     build = split["build"]
     views = split["clips"] * split["views"]
