@@ -47,9 +47,14 @@ SHM_COMM_OP = "deepspeed_shm_comm"
 
 
 def _skip_shm_comm_op() -> None:
-    """A 1-rank CPU group never communicates, so DeepSpeed's shared-memory all-reduce kernel is
-    not built: on a fresh machine it compiles for about a minute (2 cores), and every process
-    loads it again. DeepSpeed builds the op only while its compatibility table (one dict, kept
+    """CPU (gloo) groups all-reduce through gloo, not DeepSpeed's shared-memory kernel.
+
+    The kernel compiles for about a minute on a fresh 2-core machine and is loaded by every
+    process; a 1-rank group never communicates at all. With several ranks each run leaves
+    its buffers in /dev/shm (69 MB per rank for DeepSpeed 0.19, never unlinked): on a
+    machine that ran the test suite a few times they filled the 24 GB tmpfs, and 2-rank
+    runs then slowed to a halt. CPU ranks are for tests and development; GPU groups (NCCL)
+    never use the op. DeepSpeed builds it only while its compatibility table (one dict, kept
     by `deepspeed.ops`) says it may; a version without that table is left as it is."""
     try:
         import deepspeed.ops
@@ -71,12 +76,12 @@ def init_distributed() -> tuple[int, int]:
 
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "gloo":
+            _skip_shm_comm_op()
         if "RANK" in os.environ:  # started by the deepspeed launcher (or torchrun / SLURM env)
             deepspeed.init_distributed(dist_backend=backend, verbose=False)
         else:  # plain `vivit train`: a 1-rank group, without leaking RANK/MASTER_* to children
             os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine insists on it
-            if backend == "gloo":
-                _skip_shm_comm_op()
             deepspeed.init_distributed(
                 dist_backend=backend,
                 auto_mpi_discovery=False,

@@ -21,6 +21,12 @@ from tests.engine_helpers import NUM_CLASSES, tiny_trainer  # noqa: E402
 from tests.tensor_batches import TensorBatches  # noqa: E402
 
 
+def _shm_comm_op_loaded() -> bool:
+    import deepspeed.comm.comm as comm
+
+    return getattr(comm.cdb, "shm_comm_op", None) is not None
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
     out = Path(args[0])
@@ -43,6 +49,7 @@ def main() -> None:
                 "losses": losses,
                 "moved": moved,
                 "zero_stage": trainer.engine.zero_optimization_stage(),
+                "shm_comm_op": _shm_comm_op_loaded(),
             }
         )
     )

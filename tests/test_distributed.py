@@ -66,9 +66,19 @@ def assert_ranks_identical(out: Path) -> list[dict]:
 
 @pytest.mark.parametrize("mode", ["frozen", "full"])
 def test_two_ranks_zero2_end_identical(tmp_path: Path, mode: str) -> None:
+    shm_before = _shm_buffers()
     deepspeed_launch("tests/dist_worker.py", str(tmp_path), f"mode={mode}", "engine.zero_stage=2")
     infos = assert_ranks_identical(tmp_path)
     assert all(i["zero_stage"] == 2 for i in infos)
+    # CPU ranks all-reduce through gloo: DeepSpeed's shm kernel left 69 MB per rank per run
+    # in /dev/shm, which filled it after a few test-suite runs (core/engine._skip_shm_comm_op)
+    assert not any(i["shm_comm_op"] for i in infos)
+    assert _shm_buffers() <= shm_before, "the run left DeepSpeed all-reduce buffers in /dev/shm"
+
+
+def _shm_buffers() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("deepspeed_allreduce_buffer_*")} if shm.is_dir() else set()
 
 
 @pytest.mark.slow
