@@ -96,6 +96,22 @@ def _gather(report: dict, world: int) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
+    """`vivit cache build`; under the launcher every rank leaves its process group explicitly.
+
+    Rank 1 returns as soon as the reports are gathered; left to interpreter exit, its gloo
+    group was torn down in static destruction and the rank sometimes aborted ("terminate
+    called without an active exception", exit -6) after a complete build.
+    """
+    try:
+        return _build(args)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _build(args: argparse.Namespace) -> int:
     from common.seeding import seed_torch
     from core.cache_spec import cache_spec
     from core.config import load_config
