@@ -265,6 +265,16 @@ def load_engine_state(engine: Any, path: Path, tag: str) -> None:
         raise CheckpointError(f"checkpoint {path}: no DeepSpeed state under {path / tag}")
 
 
+def leave_group() -> None:
+    """Destroy this rank's process group, if any, before returning from a command: left to
+    interpreter exit, a gloo group was sometimes torn down in static destruction and the rank
+    aborted ("terminate called without an active exception", exit -6) after its work was done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

@@ -96,19 +96,14 @@ def _gather(report: dict, world: int) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
-    """`vivit cache build`; under the launcher every rank leaves its process group explicitly.
+    """`vivit cache build`; under the launcher every rank leaves its process group explicitly
+    (`core.engine.leave_group`: rank 1 returns as soon as the reports are gathered)."""
+    from core.engine import leave_group
 
-    Rank 1 returns as soon as the reports are gathered; left to interpreter exit, its gloo
-    group was torn down in static destruction and the rank sometimes aborted ("terminate
-    called without an active exception", exit -6) after a complete build.
-    """
     try:
         return _build(args)
     finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_group()
 
 
 def _build(args: argparse.Namespace) -> int:
