@@ -54,6 +54,10 @@ def test_every_arm_resolves_to_a_valid_config(tmp_path: Path, budget) -> None:
     )
     assert s1.mode == "full" and s2.mode == "frozen" and s2.adapter.kind == "attn"
     assert s1.data.frames * 4 == s2.data.frames == full.data.frames  # the paper's T/4
+    # stage 1 holds as many frames per step as a T-frame step, at sqrt-scaled lr
+    assert s1.train.micro_batch_size * s1.data.frames == s2.train.micro_batch_size * s2.data.frames
+    assert s2.train.micro_batch_size == full.train.micro_batch_size == budget.batch
+    assert s1.optim.lr == pytest.approx(2 * s2.optim.lr) and s2.optim.lr == full.optim.lr
     assert s2.temporal.init == "checkpoint" and s2.temporal.load_spatial
     assert Path(s2.temporal.checkpoint).name == "two-stage-s1"
     assert {arm.name for arm in ablation_arms(budget, tmp_path)} == {
