@@ -27,7 +27,7 @@ from data.cache_format import (
     split_view_shards,
 )
 from data.config import DataConfig
-from data.fork import forking, worker_loader
+from data.fork import worker_loader
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, SkipGuard, record_label, skip_limit
 from data.shard_check import shards_with_samples
@@ -147,8 +147,7 @@ class CachedTrainBatches(PrefetchedPasses):
         records = _TokenRecords(stream, self.num_classes, self.frames, self.patches, self.dim)
         workers = self.cfg.resolved_workers()
         loader = worker_loader(records, workers, prefetch_factor=8)
-        with forking():  # forks its workers here, in the caller's thread (data/fork.py)
-            items = iter(loader)
+        items = self._start_workers(loader)
         prefetcher = Prefetcher(
             lambda: self._batched(items), depth=self.cfg.prefetch, device=self.device
         )

@@ -94,3 +94,17 @@ def worker_loader(
         generator=generator,
         **kw,
     )
+
+
+def stop_workers(iterator: Iterator[Any]) -> None:
+    """End the worker processes of a DataLoader iterator now; safe twice, a no-op without workers.
+
+    An endless stream's iterator is never exhausted, so nothing ends its workers before the
+    garbage collector does, and that happened only at interpreter exit (from DALI's exit
+    hook): the workers did not get torch's stop message there, and each exit sat out torch's
+    5 s join timeout before killing them (py-spy: `_shutdown_workers` -> `join` in the parent,
+    the worker waiting on its index queue).
+    """
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own clean shutdown
+    if shutdown is not None:
+        shutdown()

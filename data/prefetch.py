@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from data.fork import forking, stop_workers
+
 _DONE = object()
 
 
@@ -160,6 +162,16 @@ class PrefetchedPasses:
 
     def __init__(self) -> None:
         self._prefetchers: list[Prefetcher] = []
+        self._worker_iters: list[Iterator[Any]] = []
+
+    def _start_workers(self, loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+        """`iter(loader)`, made here in the caller's thread (never in a prefetch thread) and
+        inside `forking()` (DALI garbage stays out of the workers); `close()` ends them."""
+        with forking():
+            items = iter(loader)
+        if all(items is not known for known in self._worker_iters):  # persistent: the same
+            self._worker_iters.append(items)
+        return items
 
     def _track(self, prefetcher: Prefetcher) -> Prefetcher:
         """Count this pass's waits in `stats()` (passes that never waited are dropped)."""
@@ -173,9 +185,12 @@ class PrefetchedPasses:
         return {**self.counters, "data_wait_total_s": total}
 
     def close(self) -> None:
-        """Stop the prefetch threads (and with them the DataLoader workers); safe twice."""
+        """Stop the prefetch threads, then the DataLoader workers they read; safe twice."""
         for p in self._prefetchers:
             p.close()
+        for items in self._worker_iters:
+            stop_workers(items)
+        self._worker_iters = []
 
     def __enter__(self):
         return self

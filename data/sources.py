@@ -28,7 +28,7 @@ from common.seeding import torch_generator
 from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
-from data.fork import forking, worker_loader
+from data.fork import worker_loader
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
@@ -132,10 +132,7 @@ class StreamingBatches(PrefetchedPasses):
     def _batched(self, loader: torch.utils.data.DataLoader, skip: int = 0) -> Prefetcher:
         """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer:
         `(frames, labels, StreamPosition)`; the first `skip` items are replay markers."""
-        # The DataLoader's iterator (which forks its workers) is made here, in the caller's
-        # thread, never from the prefetch thread; `forking` keeps DALI garbage out of them.
-        with forking():
-            jobs = iter(loader)
+        jobs = self._start_workers(loader)
         prefetcher = Prefetcher(
             lambda: iter(
                 Batcher(
@@ -333,11 +330,8 @@ class EvalBatchSource(StreamingBatches):
             yield frames, labels
 
     def close(self) -> None:
-        """Also stop the persistent DataLoader workers (else they live until garbage collection)."""
+        """Also drop the loader: its persistent workers were ended by `super().close()`."""
         super().close()
-        workers = getattr(self._loader, "_iterator", None)
-        if workers is not None and hasattr(workers, "_shutdown_workers"):
-            workers._shutdown_workers()
         self._loader = None
 
 

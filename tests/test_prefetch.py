@@ -4,6 +4,7 @@ source's batches, and a failure in the background thread surfaces, never hangs."
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -95,6 +96,36 @@ def test_uint8_leaves_the_decoder_and_is_normalised_on_the_device(tmp_path) -> N
         expected = (level(y) / 255.0 - torch.tensor(MEAN)) / torch.tensor(STD)
         assert torch.allclose(clip.mean(dim=(0, 2, 3)), expected, atol=0.02)
     src.close()
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_close_ends_the_dataloader_workers(tmp_path, kind) -> None:
+    """An endless stream's workers (and the eval source's persistent ones) end in `close()`,
+    not at interpreter exit, where each process exit sat out torch's 5 s join timeout."""
+    root = _shards(tmp_path)
+    before = {p.pid for p in multiprocessing.active_children()}
+    if kind == "train":
+        src = _train(root, 2)
+        next(src.batches(0))  # the generator stays suspended, as the trainer leaves it
+    else:
+        src = open_eval_batches(
+            DataConfig(root=str(root), frames=4, workers=2, eval_clips=2),
+            batch_size=2,
+            img_size=16,
+            mean=MEAN,
+            std=STD,
+            rank=0,
+            world_size=1,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+        )
+        assert sum(len(y) for _, y in src) == 4
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert len(workers) == 2
+    t0 = time.perf_counter()
+    src.close()
+    assert not any(p.is_alive() for p in workers)
+    assert time.perf_counter() - t0 < 4  # torch's join timeout is 5 s
 
 
 def test_a_failure_in_the_producer_surfaces_in_the_consumer() -> None:
