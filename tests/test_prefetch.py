@@ -48,6 +48,20 @@ def _train(root, prefetch: int, **kw):
     )
 
 
+def _eval(root):
+    return open_eval_batches(
+        DataConfig(root=str(root), frames=4, workers=2, eval_clips=2),
+        batch_size=2,
+        img_size=16,
+        mean=MEAN,
+        std=STD,
+        rank=0,
+        world_size=1,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
+
+
 @pytest.mark.parametrize("decoder", ["auto", "pyav"])
 def test_prefetched_batches_equal_the_synchronous_ones(tmp_path, decoder) -> None:
     root = _shards(tmp_path)
@@ -63,17 +77,7 @@ def test_prefetched_batches_equal_the_synchronous_ones(tmp_path, decoder) -> Non
 
 def test_eval_source_is_reused_and_exact_on_every_pass(tmp_path) -> None:
     root = _shards(tmp_path)
-    src = open_eval_batches(
-        DataConfig(root=str(root), frames=4, workers=2, eval_clips=2),
-        batch_size=2,
-        img_size=16,
-        mean=MEAN,
-        std=STD,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-    )
+    src = _eval(root)
     passes = [[(f.clone(), y.clone()) for f, y in src] for _ in range(3)]
     assert sum(len(y) for _, y in passes[0]) == 4
     for other in passes[1:]:
@@ -108,17 +112,7 @@ def test_close_ends_the_dataloader_workers(tmp_path, kind) -> None:
         src = _train(root, 2)
         next(src.batches(0))  # the generator stays suspended, as the trainer leaves it
     else:
-        src = open_eval_batches(
-            DataConfig(root=str(root), frames=4, workers=2, eval_clips=2),
-            batch_size=2,
-            img_size=16,
-            mean=MEAN,
-            std=STD,
-            rank=0,
-            world_size=1,
-            device=torch.device("cpu"),
-            dtype=torch.float32,
-        )
+        src = _eval(root)
         assert sum(len(y) for _, y in src) == 4
     workers = [p for p in multiprocessing.active_children() if p.pid not in before]
     assert len(workers) == 2
