@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
         help="share of the epochs in stage 1 (full @ T/4)",
     )
     r.add_argument(
+        "--stage1-batch-mult",
+        type=int,
+        default=4,
+        help="stage-1 clips per step as a multiple of the micro-batch (the recipe: T/(T/4) = 4, "
+        "as many frames per step as a T-frame step; 1: stage 1 at the same micro-batch)",
+    )
+    r.add_argument(
         "--adapter", default="attn", choices=["none", "mlp", "attn"], help="stage-2 adapter"
     )
     d = p.add_argument_group("data")
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             _keep(bases, args),
             adapter=args.adapter,
             share=args.stage1_share,
+            stage1_batch_mult=args.stage1_batch_mult,
             epochs=args.epochs,
             clips=args.clips_per_epoch,
             timeout_s=args.timeout,

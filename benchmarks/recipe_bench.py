@@ -14,12 +14,15 @@ from benchmarks.runner import run_spec
 from benchmarks.specs import BenchSpec
 
 FORMULA = (
-    "steps_per_epoch = ceil(clips_per_epoch / micro_batch); "
-    "method_time = steps_per_epoch * epochs * (s * t_full(T/4) + (1 - s) * t_frozen+adapter(T)); "
-    "full_time = steps_per_epoch * epochs * t_full(T); "
-    "method_peak = max(peak_full(T/4), peak_frozen+adapter(T)); full_peak = peak_full(T); "
-    "s = stage-1 share of the epochs; t = measured median step time, peak = measured peak memory "
-    "(training part on CPU). time_ratio = method_time / full_time does not depend on epochs or clips."
+    "steps_per_epoch(b) = ceil(clips_per_epoch / b); "
+    "method_time = epochs * (s * steps_per_epoch(m * B) * t_full(T/4, m * B) "
+    "+ (1 - s) * steps_per_epoch(B) * t_frozen+adapter(T, B)); "
+    "full_time = epochs * steps_per_epoch(B) * t_full(T, B); "
+    "method_peak = max(peak_full(T/4, m * B), peak_frozen+adapter(T, B)); full_peak = peak_full(T, B); "
+    "s = stage-1 share of the epochs; B = micro-batch; m = stage-1 batch multiple (the recipe: "
+    "T/(T/4) = 4, as many frames per step as a T-frame step); t = measured median step time, "
+    "peak = measured peak memory (training part on CPU). time_ratio = method_time / full_time "
+    "does not depend on epochs (nor on clips, up to rounding)."
 )
 
 
@@ -32,13 +35,17 @@ def recipe_cost(
     epochs: int,
     clips: int,
     batch: int,
+    stage1_batch_mult: int = 1,
 ) -> dict[str, float]:
-    """Hours of the two-stage method and of full fine-tuning for the same epochs."""
+    """Hours of the two-stage method and of full fine-tuning for the same epochs; stage 1's
+    steps hold `stage1_batch_mult` x `batch` clips (`t_stage1` measured at that size)."""
     steps = math.ceil(clips / batch) * epochs
-    method = steps * (share * t_stage1 + (1 - share) * t_stage2)
+    stage1_steps = math.ceil(clips / (batch * stage1_batch_mult)) * epochs
+    method = share * stage1_steps * t_stage1 + (1 - share) * steps * t_stage2
     full = steps * t_full
     return {
         "total_steps": steps,
+        "stage1_steps": stage1_steps,
         "method_hours": method / 3600,
         "full_hours": full / 3600,
         "time_ratio": method / full,
@@ -53,16 +60,24 @@ def run_recipe(
     epochs: int,
     clips: int,
     timeout_s: float,
+    stage1_batch_mult: int = 4,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """`backbones`: one spec per backbone at the stage-2 frame count T and micro-batch."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"--stage1-share must be in [0, 1], got {share}")
+    if stage1_batch_mult < 1:
+        raise ValueError(f"--stage1-batch-mult must be >= 1, got {stage1_batch_mult}")
     rows, parts = [], []
     for base in backbones:
         t = base.frames
         specs = {
-            "stage 1: full @ T/4": base.with_(mode="full", adapter="none", frames=max(1, t // 4)),
+            "stage 1: full @ T/4": base.with_(
+                mode="full",
+                adapter="none",
+                frames=max(1, t // 4),
+                micro_batch=base.micro_batch * stage1_batch_mult,
+            ),
             f"stage 2: frozen+{adapter} @ T": base.with_(mode="frozen", adapter=adapter),
             "baseline: full @ T": base.with_(mode="full", adapter="none"),
         }
@@ -85,6 +100,7 @@ def run_recipe(
             "frames": t,
             "stage1_frames": max(1, t // 4),
             "micro_batch": base.micro_batch,
+            "stage1_micro_batch": base.micro_batch * stage1_batch_mult,
             "adapter": adapter,
             "epochs": epochs,
             "clips_per_epoch": clips,
@@ -103,6 +119,7 @@ def run_recipe(
                     epochs=epochs,
                     clips=clips,
                     batch=base.micro_batch,
+                    stage1_batch_mult=stage1_batch_mult,
                 )
             )
             out["memory_measure"] = mem_key

@@ -71,6 +71,11 @@ def test_recipe_cost_formula() -> None:
     assert cost["method_hours"] == pytest.approx(6 * 1.5 / 3600)
     assert cost["full_hours"] == pytest.approx(6 * 4.0 / 3600)
     assert cost["time_ratio"] == pytest.approx(1.5 / 4.0)
+    # the recipe's stage 1: 4x the clips per step, so ceil(10 / 16) * 2 = 2 stage-1 steps
+    cost = recipe_cost(3.0, 2.0, 4.0, share=0.5, epochs=2, clips=10, batch=4, stage1_batch_mult=4)
+    assert cost["stage1_steps"] == 2 and cost["total_steps"] == 6
+    assert cost["method_hours"] == pytest.approx((0.5 * 2 * 3.0 + 0.5 * 6 * 2.0) / 3600)
+    assert cost["time_ratio"] == pytest.approx((0.5 * 2 * 3.0 + 0.5 * 6 * 2.0) / (6 * 4.0))
 
 
 def test_results_record_the_pinned_commit(monkeypatch):
