@@ -48,7 +48,7 @@ from data.cache_format import (
 )
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder, gpu_decodable
-from data.fork import forking, worker_loader
+from data.fork import start_workers, stop_workers, worker_loader
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.pyav_decode import decode_views
@@ -335,8 +335,7 @@ class CacheBuilder:
         )
         pending: list[dict] = []
         written = 0
-        with forking():  # keeps DALI garbage out of the forked workers (data/fork.py)
-            items = iter(loader)
+        items = start_workers(loader)
         try:
             for item in items:
                 unit = open_units[item["unit"]]
@@ -362,7 +361,8 @@ class CacheBuilder:
             for index in open_units:  # nothing half-written stays behind under a final name
                 remove_temporaries(self.out, self.split, index, self.views)
             raise
-        finally:
+        finally:  # after an error too: workers left to exit cost 5 s there (data/fork.py)
+            stop_workers(items)
             bar.close()
         return written
 

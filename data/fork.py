@@ -81,7 +81,7 @@ def worker_loader(
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over an iterable of ready items (`batch_size=None`), arrays kept as arrays.
 
-    Make its iterator inside `forking()`: that is when the workers fork.
+    Make its iterator with `start_workers`: that is when the workers fork.
     """
     kw: dict[str, Any] = {}
     if workers > 0:
@@ -94,6 +94,13 @@ def worker_loader(
         generator=generator,
         **kw,
     )
+
+
+def start_workers(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """`iter(loader)` inside `forking()`: its workers fork now, in the caller's thread (never
+    a prefetch thread's), without DALI garbage. End them with `stop_workers`."""
+    with forking():
+        return iter(loader)
 
 
 def stop_workers(iterator: Iterator[Any]) -> None:

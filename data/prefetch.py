@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from data.fork import forking, stop_workers
+from data.fork import start_workers, stop_workers
 
 _DONE = object()
 
@@ -165,10 +165,8 @@ class PrefetchedPasses:
         self._worker_iters: list[Iterator[Any]] = []
 
     def _start_workers(self, loader: torch.utils.data.DataLoader) -> Iterator[Any]:
-        """`iter(loader)`, made here in the caller's thread (never in a prefetch thread) and
-        inside `forking()` (DALI garbage stays out of the workers); `close()` ends them."""
-        with forking():
-            items = iter(loader)
+        """`data.fork.start_workers(loader)`, remembered so that `close()` ends them."""
+        items = start_workers(loader)
         if all(items is not known for known in self._worker_iters):  # persistent: the same
             self._worker_iters.append(items)
         return items

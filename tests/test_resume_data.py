@@ -20,7 +20,7 @@ from core.ckpt_manifest import CheckpointError
 from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
-from data.fork import forking, worker_loader
+from data.fork import start_workers, stop_workers, worker_loader
 from data.jobs import SKIPPED, ClipJobs, own_share
 from data.loader import open_train_batches
 from data.manifest import read_manifest, split_shards
@@ -66,9 +66,11 @@ def _jobs(root: Path, skip: int, workers: int) -> list:
         skip=skip,
     )
     loader = worker_loader(jobs, workers, prefetch_factor=4)  # as data/sources.py makes it
-    with forking():  # as data/ forks its workers: no DALI garbage of earlier tests in them
-        items = iter(loader)
-    return [_comparable(item) for item in itertools.islice(items, 30)]
+    items = start_workers(loader)  # as data/ forks its workers: no DALI garbage in them
+    try:
+        return [_comparable(item) for item in itertools.islice(items, 30)]
+    finally:
+        stop_workers(items)
 
 
 def _comparable(item: dict) -> tuple:
