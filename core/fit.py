@@ -65,13 +65,15 @@ def fit(
     metrics.truncate_after(start_step)  # the steps after it run again: no duplicate rows
     if rank == 0:
         log.info(
-            "mode=%s spatial=%s frames=%d trainable=%s frozen=%s precision=%s device=%s world=%d",
+            "mode=%s spatial=%s frames=%d trainable=%s frozen=%s precision=%s zero=%d device=%s "
+            "world=%d",
             cfg.mode,
             cfg.spatial.model,
             cfg.data.frames,
             f"{trainer.param_counts['trainable_params']:,}",
             f"{trainer.param_counts['frozen_params']:,}",
             ds_engine.dtype_name(trainer.dtype),
+            trainer.engine.zero_optimization_stage(),
             trainer.device,
             world,
         )

@@ -38,7 +38,12 @@ class Trainer:
         self.device = ds_engine.device()
         on_gpu = self.device.type == "cuda"
         self.ds_config = ds_engine.build_ds_config(
-            cfg.engine, cfg.optim, cfg.train.micro_batch_size, cfg.train.grad_accum, on_gpu
+            cfg.engine,
+            cfg.optim,
+            cfg.train.micro_batch_size,
+            cfg.train.grad_accum,
+            on_gpu,
+            world_size=self.world_size,
         )
         self.dtype = ds_engine.compute_dtype(self.ds_config)
         # identical initial weights on every rank (and dropout streams from the same seed)

@@ -129,6 +129,7 @@ def _build(args: argparse.Namespace) -> int:
         cfg.train.micro_batch_size,
         cfg.train.grad_accum,
         device.type == "cuda",
+        world_size=world,
     )
     dtype = compute_dtype(ds)  # the precision the frozen spatial runs in during training
     if rank == 0:

@@ -86,15 +86,34 @@ def test_every_shipped_deepspeed_json_resolves(path: Path) -> None:
     cfg = load_config(
         None, [f"engine.ds_config={path}", "train.micro_batch_size=3", "train.grad_accum=2"]
     )
-    ds = build_ds_config(cfg.engine, cfg.optim, 3, 2, on_gpu=True)
+    ds = build_ds_config(cfg.engine, cfg.optim, 3, 2, on_gpu=True, world_size=1)
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_accumulation_steps"] == 2
     assert ds["optimizer"]["params"]["lr"] == cfg.optim.lr
     assert ds["zero_optimization"]["stage"] in (0, 1, 2, 3)
-    cpu = build_ds_config(cfg.engine, cfg.optim, 3, 2, on_gpu=False)
+    cpu = build_ds_config(cfg.engine, cfg.optim, 3, 2, on_gpu=False, world_size=1)
     assert "bf16" not in cpu and "fp16" not in cpu  # auto precision on CPU is fp32
+
+
+def _stage(*overrides: str, on_gpu: bool, world_size: int) -> int:
+    cfg = load_config(None, list(overrides))
+    ds = build_ds_config(cfg.engine, cfg.optim, 4, 1, on_gpu=on_gpu, world_size=world_size)
+    return ds["zero_optimization"]["stage"]
+
+
+def test_one_rank_fp32_drops_zero_1_and_2_to_stage_0_unless_asked() -> None:
+    """ZeRO-1/2 over a group of one partitions nothing; in fp32 the run takes stage 0. Several
+    ranks, bf16, an offload JSON or an explicit `engine.zero_stage` keep the stage."""
+    assert _stage(on_gpu=False, world_size=1) == 0  # the default JSON is zero2_bf16
+    assert _stage("engine.ds_config=zero1_bf16.json", on_gpu=False, world_size=1) == 0
+    assert _stage(on_gpu=False, world_size=2) == 2
+    assert _stage(on_gpu=True, world_size=1) == 2  # bf16 on the GPU
+    assert _stage("engine.zero_stage=2", on_gpu=False, world_size=1) == 2
+    assert _stage("engine.ds_config=zero3_bf16.json", on_gpu=False, world_size=1) == 3
+    offload = ("engine.ds_config=zero2_offload_bf16.json", "engine.precision=fp32")
+    assert _stage(*offload, on_gpu=True, world_size=1) == 2
 
 
 def test_unknown_deepspeed_json_lists_shipped() -> None:
     cfg = load_config(None, ["engine.ds_config=ds_configs/zero9.json"])
     with pytest.raises(FileNotFoundError, match="zero2_bf16.json"):
-        build_ds_config(cfg.engine, cfg.optim, 1, 1, on_gpu=False)
+        build_ds_config(cfg.engine, cfg.optim, 1, 1, on_gpu=False, world_size=1)

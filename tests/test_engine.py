@@ -68,6 +68,17 @@ def test_full_mode_trains_spatial_at_its_own_lr() -> None:
     assert lrs["spatial_decay"] == pytest.approx(0.1 * lrs["head_decay"])
 
 
+def test_one_rank_fp32_stage_0_trains_as_zero_2_does() -> None:
+    """The 1-rank stage-0 default changes the cost of a step, not what it computes."""
+    auto = tiny_trainer("mode=frozen", "adapter.kind=attn")
+    zero2 = tiny_trainer("mode=frozen", "adapter.kind=attn", "engine.zero_stage=2")
+    assert (auto.engine.zero_optimization_stage(), zero2.engine.zero_optimization_stage()) == (0, 2)
+    assert _run(auto, 4) == pytest.approx(_run(zero2, 4), rel=1e-5)
+    after = zero2.engine.module.state_dict()
+    for name, value in auto.engine.module.state_dict().items():
+        assert torch.allclose(value, after[name], rtol=1e-4, atol=1e-6), name
+
+
 def test_frozen_mode_learns_temporal_task() -> None:
     """Only temporal order separates the classes of TensorBatches: the head must learn it."""
     trainer = tiny_trainer("mode=frozen", "adapter.kind=mlp", "optim.lr=3e-3", "train.steps=60")
