@@ -8,7 +8,10 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from data.config import DataConfig
+from data.sources import EvalBatchSource, TrainBatchSource, open_eval_batches, open_train_batches
 from data.transcode import encode_frames
 
 SIZE = 32
@@ -90,3 +93,55 @@ def write_shard_set(
         manifest["splits"][split] = {"shards": entries, "count": sum(e["count"] for e in entries)}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+Norm = tuple[float, float, float]
+HALF: Norm = (0.5, 0.5, 0.5)
+
+
+def cpu_train_batches(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    mean: Norm = HALF,
+    std: Norm = HALF,
+    img_size: int = 16,
+) -> TrainBatchSource:
+    """`open_train_batches` as the data tests open it: one rank, fp32 on the CPU."""
+    return open_train_batches(
+        cfg,
+        batch_size=batch_size,
+        img_size=img_size,
+        mean=mean,
+        std=std,
+        rank=0,
+        world_size=1,
+        seed=seed,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
+
+
+def cpu_eval_batches(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    mean: Norm = HALF,
+    std: Norm = HALF,
+    rank: int = 0,
+    world_size: int = 1,
+    img_size: int = 16,
+) -> EvalBatchSource:
+    """`open_eval_batches` as the data tests open it: fp32 on the CPU, every val video."""
+    return open_eval_batches(
+        cfg,
+        batch_size=batch_size,
+        img_size=img_size,
+        mean=mean,
+        std=std,
+        rank=rank,
+        world_size=world_size,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )

@@ -20,9 +20,14 @@ import pytest
 import torch
 
 from data.config import DataConfig
-from data.loader import open_eval_batches, open_train_batches
 from data.records import BadRecord, record_meta
-from tests.data_helpers import level, video_record, write_shard_set
+from tests.data_helpers import (
+    cpu_eval_batches,
+    cpu_train_batches,
+    level,
+    video_record,
+    write_shard_set,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = list("abcd")
@@ -43,17 +48,11 @@ def _with_meta(label: int, **meta: object) -> dict[str, bytes]:
 
 
 def _train(root: Path, decoder: str = "dali", **cfg: object):
-    return open_train_batches(
+    return cpu_train_batches(
         DataConfig(root=str(root), frames=4, shuffle_buffer=4, workers=0, decoder=decoder, **cfg),
         batch_size=4,
-        img_size=16,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        rank=0,
-        world_size=1,
         seed=0,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
+        std=(0.25,) * 3,
     )
 
 
@@ -105,16 +104,10 @@ def test_eval_skips_out_of_range_labels(tmp_path: Path) -> None:
     wrong = video_record(_flat(1), 1)
     wrong["cls"] = b"999"
     root = write_shard_set(tmp_path, {"val": [_good(3) + [("bad", wrong)]]}, CLASSES)
-    src = open_eval_batches(
+    src = cpu_eval_batches(
         DataConfig(root=str(root), frames=4, workers=0, decoder="dali", eval_clips=1),
         batch_size=2,
-        img_size=16,
-        mean=(0.5,) * 3,
         std=(0.25,) * 3,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
     )
     with src:
         labels = [y for _, batch in src for y in batch.tolist()]

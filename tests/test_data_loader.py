@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from data.config import DataConfig
-from data.loader import ensure_dataset, flip_policy, open_train_batches
-from tests.data_helpers import level, video_record, write_shard_set
+from data.loader import ensure_dataset, flip_policy
+from tests.data_helpers import cpu_train_batches, level, video_record, write_shard_set
 
 MEAN, STD = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
 
@@ -27,17 +27,12 @@ def _expected(label: int) -> torch.Tensor:
 
 
 def _open(root, **cfg):
-    return open_train_batches(
+    return cpu_train_batches(
         DataConfig(root=str(root), frames=4, shuffle_buffer=4, **cfg),
         batch_size=4,
-        img_size=16,
+        seed=0,
         mean=MEAN,
         std=STD,
-        rank=0,
-        world_size=1,
-        seed=0,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
     )
 
 

@@ -10,10 +10,9 @@ import torch
 
 from data.config import DataConfig
 from data.fork import forking
-from data.loader import open_eval_batches
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
-from tests.data_helpers import index_frames, video_record, write_shard_set
+from tests.data_helpers import cpu_eval_batches, index_frames, video_record, write_shard_set
 
 
 def _fake_set(root, shard_sizes):
@@ -68,18 +67,7 @@ def test_eval_batches_split_exactly_across_ranks(tmp_path):
     cfg = DataConfig(root=str(root), frames=2, workers=2, eval_clips=2, eval_crops=3)
     labels = []
     for rank in (0, 1):
-        src = open_eval_batches(
-            cfg,
-            batch_size=3,
-            img_size=16,
-            mean=(0.5,) * 3,
-            std=(0.5,) * 3,
-            rank=rank,
-            world_size=2,
-            device=torch.device("cpu"),
-            dtype=torch.float32,
-            max_videos=None,
-        )
+        src = cpu_eval_batches(cfg, batch_size=3, rank=rank, world_size=2)
         with src:
             for frames, y in src:
                 assert frames.shape[1:] == (6, 2, 3, 16, 16)

@@ -24,12 +24,11 @@ from core.init import find_checkpoint
 from core.predict import PredictError
 from data.augment import normalise
 from data.config import DataConfig
-from data.loader import open_eval_batches
 from data.synthetic import CLASSES, SHAPES, make_synthetic, synth_clip
 from data.transcode import encode_frames, kept_frames, prepare_video
 from data.video_file import VideoFileError, eval_views, probe_video, read_views
 from launch.predict import Predictor
-from tests.data_helpers import video_record, write_shard_set
+from tests.data_helpers import cpu_eval_batches, video_record, write_shard_set
 from tests.test_train_cli import tiny_args, vivit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,17 +232,7 @@ def test_file_views_equal_the_eval_loader_views(tmp_path: Path, decoder: str) ->
         root=str(root), frames=4, eval_clips=2, eval_crops=3, decoder=decoder, workers=0
     )
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    with open_eval_batches(
-        cfg,
-        batch_size=1,
-        img_size=16,
-        mean=mean,
-        std=std,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-    ) as batches:
+    with cpu_eval_batches(cfg, batch_size=1, mean=mean, std=std) as batches:
         (loader_views, labels), *rest = list(batches)
         assert not rest and labels.tolist() == [1]
 

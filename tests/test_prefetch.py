@@ -15,9 +15,14 @@ import pytest
 import torch
 
 from data.config import DataConfig
-from data.loader import open_eval_batches, open_train_batches
 from data.prefetch import Prefetcher
-from tests.data_helpers import level, video_record, write_shard_set
+from tests.data_helpers import (
+    cpu_eval_batches,
+    cpu_train_batches,
+    level,
+    video_record,
+    write_shard_set,
+)
 
 MEAN, STD = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
 
@@ -34,31 +39,21 @@ def _shards(tmp_path, n: int = 12):
 
 
 def _train(root, prefetch: int, **kw):
-    return open_train_batches(
+    return cpu_train_batches(
         DataConfig(root=str(root), frames=4, shuffle_buffer=4, workers=2, prefetch=prefetch, **kw),
         batch_size=3,
-        img_size=16,
+        seed=3,
         mean=MEAN,
         std=STD,
-        rank=0,
-        world_size=1,
-        seed=3,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
     )
 
 
 def _eval(root):
-    return open_eval_batches(
+    return cpu_eval_batches(
         DataConfig(root=str(root), frames=4, workers=2, eval_clips=2),
         batch_size=2,
-        img_size=16,
         mean=MEAN,
         std=STD,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
     )
 
 

@@ -22,10 +22,15 @@ from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
 from data.fork import start_workers, stop_workers, worker_loader
 from data.jobs import SKIPPED, ClipJobs, own_share
-from data.loader import open_train_batches
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
-from tests.data_helpers import index_frames, video_record, write_shard_set, write_truncated
+from tests.data_helpers import (
+    cpu_train_batches,
+    index_frames,
+    video_record,
+    write_shard_set,
+    write_truncated,
+)
 
 CLASSES = list("abc")
 
@@ -110,18 +115,7 @@ def _source(root: Path, workers: int, prefetch: int):
         decoder="dali",
         flip="always",
     )
-    return open_train_batches(
-        cfg,
-        batch_size=3,
-        img_size=16,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
-        rank=0,
-        world_size=1,
-        seed=2,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-    )
+    return cpu_train_batches(cfg, batch_size=3, seed=2)
 
 
 def _take(source, count: int, start_step: int = 0, position=None, at: int | None = None):
