@@ -143,6 +143,9 @@ def test_aggregate_writes_the_results_format_and_the_verdict() -> None:
     checks = {t["target"].split()[0]: t for t in verdict(out)}
     assert checks["method"]["met"] is True  # 50.5 >= 51 - 0.5
     by_target = verdict(out)
+    # paired per seed: 51 - 50 = +1, 50 - 52 = -2; sd 2.12 / sqrt(2) = 1.50
+    gap = "-0.50 points (per seed +1.00, -2.00; standard error 1.50)"
+    assert by_target[0]["met"] is True and by_target[0]["value"] == gap
     assert by_target[1]["met"] is True and by_target[1]["value"] == "0.36x"
     assert by_target[2]["met"] is True and by_target[3]["met"] is True
 
