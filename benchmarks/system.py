@@ -88,10 +88,19 @@ def hardware_tag(info: dict[str, object]) -> str:
     return f"cpu-{info['cores']}core"
 
 
+def threads() -> dict[str, object]:
+    """Intra-op threads of this process and the OMP_NUM_THREADS its child runs inherit: on a
+    2-core CPU a data worker beside a 2-thread step contends for a core, so timings depend on it."""
+    import torch
+
+    return {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
 def environment(argv: list[str]) -> dict[str, object]:
     """Everything needed to reproduce or compare a results.json."""
     return {
         "device": device_info(),
+        "threads": threads(),
         "versions": {
             "python": platform.python_version(),
             "torch": _version("torch"),

@@ -86,3 +86,14 @@ def test_results_record_the_pinned_commit(monkeypatch):
     assert environment(["x"])["git_commit"] == "0123abc"
     monkeypatch.delenv("VIVIT_GIT_COMMIT")
     assert environment(["x"])["git_commit"] != "0123abc"
+
+
+def test_results_record_the_threads_the_runs_used(monkeypatch):
+    """Timings on a 2-core CPU depend on the step's thread count: the environment names it."""
+    import torch
+
+    from benchmarks.system import environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recorded = environment(["x"])["threads"]
+    assert recorded == {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": "1"}
