@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data.config import DataConfig
-from data.fork import forking
+from data.fork import start_workers
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
 from tests.data_helpers import cpu_eval_batches, index_frames, video_record, write_shard_set
@@ -29,9 +29,7 @@ def _keys(root, rank, world, workers, **kw):
     shards = split_shards(read_manifest(root), root, "train")
     stream = ShardStream(shards, rank=rank, world=world, **kw)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
-    with forking():
-        it = iter(loader)
-    return [s["__key__"] for s in it if "__key__" in s]
+    return [s["__key__"] for s in start_workers(loader) if "__key__" in s]
 
 
 @pytest.mark.parametrize(
