@@ -96,7 +96,6 @@ def _gather(report: dict, world: int) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
-    """`vivit cache build` on this rank (`run_reported` leaves the process group after it)."""
     from common.seeding import seed_torch
     from core.cache_spec import cache_spec
     from core.config import load_config

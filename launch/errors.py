@@ -46,17 +46,16 @@ def run_reported(prog: str, body: Callable[[], int]) -> int:
     as torchtitan's trainers do: left to interpreter exit, a gloo group was sometimes torn
     down in static destruction (exit -6 after the work was done) and NCCL warns that the
     group was never destroyed."""
+    from core.checkpoint import CheckpointSaveError
     from core.engine import leave_group
 
     try:
-        return _reported(prog, body)
+        return _reported(prog, body, CheckpointSaveError)
     finally:
         leave_group()
 
 
-def _reported(prog: str, body: Callable[[], int]) -> int:
-    from core.checkpoint import CheckpointSaveError
-
+def _reported(prog: str, body: Callable[[], int], save_error: type[Exception]) -> int:
     try:
         return body()
     except _usage_errors() as err:
@@ -64,7 +63,7 @@ def _reported(prog: str, body: Callable[[], int]) -> int:
             raise
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except CheckpointSaveError as err:
+    except save_error as err:
         if os.environ.get("VIVIT_TRACEBACK"):
             raise
         print(f"{prog}: {err}", file=sys.stderr)
