@@ -96,6 +96,17 @@ def _gather(report: dict, world: int) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
+    """`vivit cache build`; under the launcher every rank leaves its process group explicitly
+    (`core.engine.leave_group`: rank 1 returns as soon as the reports are gathered)."""
+    from core.engine import leave_group
+
+    try:
+        return _build(args)
+    finally:
+        leave_group()
+
+
+def _build(args: argparse.Namespace) -> int:
     from common.seeding import seed_torch
     from core.cache_spec import cache_spec
     from core.config import load_config

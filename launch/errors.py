@@ -40,22 +40,9 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_reported(prog: str, body: Callable[[], int]) -> int:
-    """`body()`, with the errors above reported as one line on stderr and an exit code.
-
-    Whatever the outcome, this rank then leaves its process group (`core.engine.leave_group`),
-    as torchtitan's trainers do: left to interpreter exit, a gloo group was sometimes torn
-    down in static destruction (exit -6 after the work was done) and NCCL warns that the
-    group was never destroyed."""
+    """`body()`, with the errors above reported as one line on stderr and an exit code."""
     from core.checkpoint import CheckpointSaveError
-    from core.engine import leave_group
 
-    try:
-        return _reported(prog, body, CheckpointSaveError)
-    finally:
-        leave_group()
-
-
-def _reported(prog: str, body: Callable[[], int], save_error: type[Exception]) -> int:
     try:
         return body()
     except _usage_errors() as err:
@@ -63,7 +50,7 @@ def _reported(prog: str, body: Callable[[], int], save_error: type[Exception]) -
             raise
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except save_error as err:
+    except CheckpointSaveError as err:
         if os.environ.get("VIVIT_TRACEBACK"):
             raise
         print(f"{prog}: {err}", file=sys.stderr)
