@@ -234,11 +234,9 @@ def _decode_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
 
 def to_device(clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """Stack uint8 clips, some already on `device` (DALI mixed), some on the host (PyAV)."""
-    if all(c.device == device for c in clips):
-        return torch.stack(clips)
     host = [i for i, c in enumerate(clips) if c.device.type == "cpu"]
-    if len(host) == len(clips) and device.type == "cpu":
-        return torch.stack(clips)
+    if not host or (len(host) == len(clips) and device.type == "cpu"):
+        return torch.stack(clips).to(device)  # by type: torch.device("cuda") != "cuda:0"
     out = torch.empty((len(clips), *clips[0].shape), dtype=torch.uint8, device=device)
     staged = torch.stack([clips[i] for i in host])
     if device.type == "cuda":

@@ -54,6 +54,8 @@ class Prefetcher:
         name: str = "vivit-prefetch",
         poll_s: float = 0.2,
     ):
+        if device.type == "cuda" and device.index is None:  # the thread must name its GPU
+            device = torch.device("cuda", torch.cuda.current_device())
         self.make_iter, self.depth, self.device = make_iter, depth, device
         self.name, self.poll_s = name, poll_s
         self.wait_s = 0.0
