@@ -201,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
 
         specs = grid.quick_train_grid(not args.no_small) if args.quick else grid.gpu_train_grid()
         budget = int(args.mem_budget * GiB) if args.mem_budget else None
-        section = run_train(_keep(specs, args), mem_budget_bytes=budget, timeout_s=args.timeout)
+        section = run_train(
+            _keep(specs, args),
+            mem_budget_bytes=budget,
+            timeout_s=args.timeout,
+            save=lambda partial: write_section(out, "train", partial, env),
+        )
     elif args.what == "frames":
         from benchmarks.frames_bench import run_frames
 

@@ -118,14 +118,18 @@ def run_all(
     mem_budget_bytes: int | None = None,
     timeout_s: float = 900.0,
     log: Callable[[str], None] = print,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every configuration in turn; a one-line progress note per configuration."""
-    rows = []
+    """Every configuration in turn; a one-line progress note per configuration, and
+    `on_row(rows so far)` after each, so that a run stopped by its time limit keeps its rows."""
+    rows: list[dict[str, Any]] = []
     specs = list(specs)
     for i, spec in enumerate(specs, 1):
         row = run_spec(spec, mem_budget_bytes=mem_budget_bytes, timeout_s=timeout_s)
         rows.append(row)
         log(f"[{i}/{len(specs)}] {spec.name}: {summary(row)}")
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

@@ -31,9 +31,19 @@ def run_train(
     mem_budget_bytes: int | None,
     timeout_s: float,
     log: Callable[[str], None] = print,
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every configuration in its own process; the section for results.json."""
-    rows = run_all(specs, mem_budget_bytes=mem_budget_bytes, timeout_s=timeout_s, log=log)
+    """Every configuration in its own process; the section for results.json, also handed to
+    `save` after every row (the GPU check's time limit stopped runs that wrote nothing)."""
+    on_row = None if save is None else (lambda rows: save(train_section(rows)))
+    rows = run_all(
+        specs, mem_budget_bytes=mem_budget_bytes, timeout_s=timeout_s, log=log, on_row=on_row
+    )
+    return train_section(rows)
+
+
+def train_section(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows, each `--data` row with its tensor twin's ratio when both were measured."""
     key = ("backbone", "variant", "frames", "micro_batch")
     for pair in data_over_tensor(rows):  # both sides of `--data` measured in this run
         for r in rows:

@@ -149,6 +149,10 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
             cpu_times.append(cpu_dt)
             wait_times.append(wait)
 
+    data_stats: dict[str, float] = {}
+    if stream is not None:  # end the workers now: left to exit, each sat out a 5 s join
+        data_stats = {k: float(v) for k, v in source.stats().items()}
+        source.close()
     spatial_s = None
     if spec.measure_spatial and spec.mode == "frozen":
         spatial_s = _time_spatial_forward(trainer, frames, clock, reps=max(2, spec.steps // 2))
@@ -206,7 +210,7 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
         result["data_wait_total_s"] = sum(wait_times)
         result["data_wait_share"] = sum(wait_times) / (sum(wait_times) + sum(step_times))
         result["data_decoder"] = str(getattr(source, "decoder", ""))
-        result["data_stats"] = {k: float(v) for k, v in source.stats().items()}
+        result["data_stats"] = data_stats
     return result
 
 
