@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from data.augment import Box, normalise
-from data.dali_decode import DaliClipDecoder
+from data.dali_pool import AnyDaliDecoder
 from data.jobs import SKIPPED
 from data.pyav_decode import decode_views
 from data.records import SkipGuard
@@ -50,7 +50,7 @@ class Batcher:
     def __init__(
         self,
         jobs: Iterator[dict],
-        decoder: DaliClipDecoder | None,
+        decoder: AnyDaliDecoder | None,
         *,
         batch_size: int,
         size: int,

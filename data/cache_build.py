@@ -47,7 +47,8 @@ from data.cache_format import (
     view_shard_name,
 )
 from data.config import DataConfig
-from data.dali_decode import DaliClipDecoder, gpu_decodable
+from data.dali_decode import gpu_decodable
+from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
@@ -257,13 +258,14 @@ class CacheBuilder:
             for i, (path, count) in enumerate(split_shards(self.manifest, self.source, split))
         ]
         self.dali_codecs = _decoder_choice(cfg, device)
-        self._dali: DaliClipDecoder | None = None
+        self._dali: AnyDaliDecoder | None = None
         if self.dali_codecs is not None:
-            self._dali = DaliClipDecoder(
+            self._dali = dali_decoder(
                 max_batch=batch_clips * views,
                 size=size,
                 device=device,
                 num_threads=cfg.resolved_dali_threads(),
+                pipelines=cfg.dali_pipelines,
             )
 
     def close(self) -> None:

@@ -37,6 +37,10 @@ class DataConfig:
     dali_threads: int | None = None
     """DALI's CPU threads (crop/resize on CPU, bitstream handling on GPU); None: one per core,
     at most 4."""
+    dali_pipelines: int = 1
+    """DALI pipelines decoding shares of each batch at once, one thread each (on a GPU, one NVDEC
+    session each); same batches, only decoded side by side. `vivit bench data --dali-pipelines
+    1,2,4` measures what more buy on your machine."""
     prefetch: int = 2
     """Batches decoded ahead of the training step by a background thread (0: decode in series
     with the step, the synchronous reference)."""
@@ -70,6 +74,8 @@ class DataConfig:
             raise ValueError(f"data.workers must be >= 0 or null, got {self.workers}")
         if self.dali_threads is not None and self.dali_threads < 1:
             raise ValueError(f"data.dali_threads must be >= 1 or null, got {self.dali_threads}")
+        if self.dali_pipelines < 1:
+            raise ValueError(f"data.dali_pipelines must be >= 1, got {self.dali_pipelines}")
         if self.prefetch < 0:
             raise ValueError(f"data.prefetch must be >= 0, got {self.prefetch}")
 

@@ -27,7 +27,8 @@ import torch
 from common.seeding import torch_generator
 from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
-from data.dali_decode import CPU_CODECS, MIXED_CODECS, DaliClipDecoder, dali_available
+from data.dali_decode import CPU_CODECS, MIXED_CODECS, dali_available
+from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import worker_loader
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
@@ -90,13 +91,14 @@ class StreamingBatches(PrefetchedPasses):
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
         self.dali_codecs = _decoder_choice(cfg, device)
-        self._dali: DaliClipDecoder | None = None
+        self._dali: AnyDaliDecoder | None = None
         if self.dali_codecs is not None:
-            self._dali = DaliClipDecoder(
+            self._dali = dali_decoder(
                 max_batch=batch_size * views,
                 size=img_size,
                 device=device,
                 num_threads=cfg.resolved_dali_threads(),
+                pipelines=cfg.dali_pipelines,
             )
         self.decoder = self._dali.name if self._dali else "pyav"
         self.counters = {

@@ -57,6 +57,34 @@ def test_dali_flags_undecodable_clip_and_keeps_the_rest():
     assert bad == [1] and clips.shape == (2, 2, 3, 16, 16)
 
 
+@pytest.mark.parametrize("pipelines", [2, 3])
+def test_a_pool_of_dali_pipelines_decodes_what_one_pipeline_does(pipelines: int):
+    """`data.dali_pipelines`: shares decoded side by side come back in order, a bad clip at its
+    position, the same pixels as one pipeline; fewer clips than pipelines works too."""
+    from data.dali_pool import DaliDecoderPool, dali_decoder
+
+    data = encode_frames(index_frames(8), fps=8, codec="vp9", gop=4, lossless=True)
+    rng = np.random.default_rng(0)
+    items = [
+        (data, rng.integers(0, 8, 4), (0.1 * k, 0.0, 0.6 + 0.1 * k, 1.0 - 0.05 * k))
+        for k in range(5)
+    ]
+    items[3] = (b"\x1aE\xdf\xa3garbage" * 8, *items[3][1:])
+    one = dali_decoder(max_batch=5, size=16, device=torch.device("cpu"), num_threads=1)
+    pool = dali_decoder(
+        max_batch=5, size=16, device=torch.device("cpu"), num_threads=1, pipelines=pipelines
+    )
+    assert isinstance(pool, DaliDecoderPool) and not isinstance(one, DaliDecoderPool)
+    ref, ref_bad = one.decode(items)
+    got, bad = pool.decode(items)
+    assert ref_bad == bad == [3]
+    assert got.shape == ref.shape == (4, 4, 3, 16, 16) and torch.equal(got, ref)
+    pool.close()  # pipelines and threads dropped, rebuilt on the next decode
+    few, few_bad = pool.decode(items[:2])
+    assert few_bad == [] and torch.equal(few, ref[:2])
+    pool.close()
+
+
 def test_dali_and_torch_views_agree():
     """The PyAV path's crop/flip/resize matches DALI's for the same box (mirror included)."""
     rng = np.random.default_rng(0)
