@@ -122,12 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--workers", type=int, default=0, help="loader workers (0: one per core)")
     d.add_argument(
+        "--dali-pipelines",
+        type=_counts,
+        default=(1,),
+        help="comma-separated data.dali_pipelines values to measure DALI at (first: headline)",
+    )
+    d.add_argument(
         "--synth-clips",
         type=int,
         default=48,
         help="clips in the synthetic shards built when no --data",
     )
     return p
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); each at least 1."""
+    try:
+        counts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers like 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be >= 1")
+    return counts
 
 
 def _keep(specs: list[BenchSpec], args: argparse.Namespace) -> list[BenchSpec]:
@@ -257,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=out,
             seconds=args.seconds or (5.0 if args.quick else 30.0),
             workers=args.workers,
+            dali_pipelines=args.dali_pipelines,
             synth_clips=args.synth_clips,
             timeout_s=args.timeout,
         )

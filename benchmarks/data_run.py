@@ -30,6 +30,7 @@ def run_data(
     seconds: float,
     workers: int,
     synth_clips: int,
+    dali_pipelines: tuple[int, ...] = (1,),
     timeout_s: float,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def run_data(
     shards = ensure_shards(root, out_dir, max(method.frames, 16), size, synth_clips)
     log(f"measuring the input pipeline on {shards} for {seconds:.0f} s per decoder")
     result = measure_data_throughput(
-        shards, method.frames, size, method.micro_batch, seconds, workers
+        shards, method.frames, size, method.micro_batch, seconds, workers, dali_pipelines
     )
     log(f"pipeline: {result}")
     step = run_spec(method, timeout_s=timeout_s)

@@ -467,6 +467,10 @@ def _data_md(section: dict[str, Any]) -> list[str]:
     lines += _table(
         ["figure", "value"], [[k, _f(v)] for k, v in res.items() if not isinstance(v, (dict, list))]
     )
+    for n, rate in res.get("dali_clips_per_s_by_pipelines", {}).items():
+        lines.append(f"- DALI with data.dali_pipelines={n}: {_f(rate)} clips/s")
+    if res.get("dali_clips_per_s_by_pipelines"):
+        lines.append("")
     if section.get("consumption_ratio") is not None:
         lines += [
             f"Delivered / consumed by the method's step ({section.get('where', '')}): "
