@@ -85,16 +85,19 @@ def test_run_sh_dry_run_walks_every_step(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     steps = dict(line.split("\t")[:2] for line in (work / "steps.tsv").read_text().splitlines())
     expected = ["environment", "shards", "fused_adam", "bench_train", "bench_data"]
-    expected += ["bench_frames", "pytest", "demo"]
+    expected += ["bench_adam", "bench_frames", "pytest", "demo"]
     assert {k: steps.get(k) for k in expected} == dict.fromkeys(expected, "0"), steps
     results = json.loads((work / "results" / "results.json").read_text())
     rows = results["train"]["rows"]
     assert {r["status"] for r in rows} == {"ok"}
     assert {r["data_root"] is None for r in rows} == {True, False}, "tensor and loader rows"
     assert results["data"]["result"]["dali_clips_per_s"] > 0
+    sweep = results["data"]["result"]["dali_clips_per_s_by_pipelines"]
+    assert set(sweep) == {"1", "2"} and min(sweep.values()) > 0, sweep
     assert results["frames"]["summary"], "frames search gave no full/frozen pair"
     summary = (out / "summary.md").read_text()
-    assert "DRY RUN" in summary and "loader-inclusive" in summary
+    assert "DRY RUN" in summary and "loader-inclusive" in summary and "torch AdamW" in summary
+    assert "by data.dali_pipelines" in summary
     assert {p.name for p in out.iterdir()} == {"summary.md", "run.log", "results.tgz"}
 
 

@@ -87,6 +87,24 @@ def _train(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _optimizers(results: dict[str, Any], torch_adamw: Path) -> list[str]:
+    """The method's tensor step under torch's AdamW (`bench_adam`) beside bench train's."""
+    if not torch_adamw.is_file():
+        return []
+    theirs = json.loads(torch_adamw.read_text()).get("train", {}).get("rows", [])
+    ours = {r["name"]: r for r in results.get("train", {}).get("rows", [])}
+    lines = []
+    for r in theirs:
+        base = ours.get(r["name"])
+        if r["status"] != "ok" or r.get("data_root") or not base or base["status"] != "ok":
+            continue
+        lines.append(
+            f"- {r['variant']} tensor step: {r['step_time_median_s'] * 1e3:.1f} ms with torch "
+            f"AdamW vs {base['step_time_median_s'] * 1e3:.1f} ms in bench train"
+        )
+    return lines
+
+
 def _demo(path: Path) -> list[str]:
     if not path.is_file():
         return ["demo: no results.json"]
@@ -136,6 +154,12 @@ def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
                 f"- data pipeline: {r.get('dali_decoder')} {r.get('dali_clips_per_s', 0):.1f} clips/s vs "
                 f"PyAV DataLoader {r.get('pyav_clips_per_s', 0):.1f} clips/s ({r.get('dali_over_pyav', 0):.2f}x)"
             )
+            sweep = r.get("dali_clips_per_s_by_pipelines", {})
+            if len(sweep) > 1:
+                lines.append(
+                    "- DALI clips/s by data.dali_pipelines: "
+                    + ", ".join(f"{n}: {rate:.1f}" for n, rate in sweep.items())
+                )
         if name == "frames":
             for s in part.get("summary", []):
                 lines.append(
@@ -143,7 +167,8 @@ def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
                     f"{s['variant']} T<={s['frozen_frames']}"
                     + (" (cap)" if s.get("frozen_capped") else "")
                 )
-    lines += ["", "## Training step (bench train)", "", *_train(results), ""]
+    lines += ["", "## Training step (bench train)", "", *_train(results)]
+    lines += [*_optimizers(results, results_dir / "torch-adamw" / "results.json"), ""]
     lines += ["## Tests", "", *_pytest(work / "pytest.xml"), ""]
     lines += ["## Demo --quick", "", *_demo(work / "demo" / "results.json"), ""]
     return "\n".join(lines) + "\n"
