@@ -184,12 +184,16 @@ RESUME_MAY_CHANGE = (
     "train.eval_max_videos",
     "train.ckpt_every",
     "train.keep_checkpoints",
+    "train.precise_bn_batches",
     "train.progress",
     "data.root",
     "data.synthetic",
     "data.synth_clips",
     "data.synth_size",
     "data.workers",
+    "data.dali_threads",
+    "data.dali_pipelines",
+    "data.prefetch",
     "data.decoder",
     "data.val_split",
     "data.eval_clips",
@@ -198,7 +202,8 @@ RESUME_MAY_CHANGE = (
     "tracking.",
 )
 """Config keys (or `prefix.`es) a resumed run may change: where things are, how long to train,
-how often to log, evaluate and save, and tracking. Any other difference (model, data sampling,
+how often to log, evaluate and save, how data is decoded (the same batches either way), and
+tracking. Any other difference (model, data sampling,
 optimiser, precision, seed, batch) makes a different experiment, so the resume is refused."""
 
 

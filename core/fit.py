@@ -29,6 +29,7 @@ from core.checkpoint import (
 )
 from core.configtools import flatten, to_dict
 from core.evaluate import evaluate
+from core.lookahead import Lookahead
 from core.memory import PeakMemory
 from core.rundir import MetricsLog, write_json_atomic
 from core.tracking import Tracker
@@ -93,7 +94,7 @@ def fit(
         )
         if trainer.step > start_step or not _has_checkpoint(run_dir, trainer.step):
             # before the eval: a failing eval loses nothing
-            _save(cfg, trainer, run_dir, rank, checkpoint_meta, train_source.position())
+            _save(cfg, trainer, run_dir, rank, checkpoint_meta, result["data_position"])
         eval_result = evaluator()
         eval_record = {"step": trainer.step, "event": "eval", **eval_result}
         metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
@@ -164,7 +165,8 @@ def _train_loop(
     tc = cfg.train
     run_dir = Path(cfg.out_dir)
     clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
-    stream = iter(source.batches(start_step, data_position))
+    stream = Lookahead(source, iter(source.batches(start_step, data_position)))
+    precise_bn = tc.precise_bn_batches if trainer.batch_norms() else 0
     memory = PeakMemory(trainer.device)
     memory.start()
     step_times: list[float] = []
@@ -225,6 +227,10 @@ def _train_loop(
                 window_t0, window_c0 = time.perf_counter(), time.process_time()
             paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+                if precise_bn:  # part of the model evaluated: training time, not step time
+                    trainer.refresh_batch_norm(stream.peek(precise_bn))
+                    train_time += time.perf_counter() - paused
+                    train_cpu += time.process_time() - paused_cpu
                 # training time so far, read before the evaluation runs (it is not training):
                 # wall clock and process CPU (all threads)
                 so_far = {
@@ -235,9 +241,14 @@ def _train_loop(
                 metrics.write({"step": step, "event": "eval", **result})
                 tracker.log_metrics(result, step=step)
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < tc.steps:
-                _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, source.position())
+                _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, stream.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
+        if precise_bn and trainer.step > start_step:  # for the final checkpoint and evaluation
+            t0, c0 = time.perf_counter(), time.process_time()
+            trainer.refresh_batch_norm(stream.peek(precise_bn))
+            train_time += time.perf_counter() - t0
+            train_cpu += time.process_time() - c0
     finally:
         bar.close()
         memory.stop()
@@ -248,6 +259,7 @@ def _train_loop(
         "peak_mem_bytes": memory.peak_bytes,
         "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
         "peak_mem_kind": memory.kind,
+        "data_position": stream.position(),
     }
 
 

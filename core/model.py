@@ -64,10 +64,12 @@ class FeatureNorm(nn.BatchNorm1d):
         moments = dist_nn.all_reduce(moments) / world
         mean, var = moments[0], (moments[1] - moments[0] ** 2).clamp_min(0.0)
         with torch.no_grad():
-            momentum = self.momentum if self.momentum is not None else 0.1
+            self.num_batches_tracked += 1
+            # momentum None: the cumulative average, as torch's BatchNorm (precise BN uses it)
+            tracked = float(self.num_batches_tracked)
+            momentum = self.momentum if self.momentum is not None else 1.0 / tracked
             self.running_mean.lerp_(mean.detach(), momentum)
             self.running_var.lerp_(var.detach() * count / (count - 1), momentum)
-            self.num_batches_tracked += 1
         return (x - mean) / torch.sqrt(var + self.eps)
 
 

@@ -4,9 +4,10 @@ step over the trainable parts only."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from common.seeding import seed_torch
 from core import engine as ds_engine
@@ -105,6 +106,33 @@ class Trainer:
         if boundary:
             self.step += 1
         return loss.detach()
+
+    def batch_norms(self) -> list[_BatchNorm]:
+        """The trained model's BatchNorm layers (`temporal.head_norm=batch`)."""
+        return [m for m in self.engine.module.modules() if isinstance(m, _BatchNorm)]
+
+    def refresh_batch_norm(self, batches: list[tuple[Any, torch.Tensor]]) -> bool:
+        """Recompute every BatchNorm's running statistics as the plain average over `batches`
+        at the current weights (precise BN); False when the model has no BatchNorm.
+
+        Training forwards (BatchNorm normalises by batch), under no_grad and with the random
+        state put back afterwards, so the training run goes on exactly as without this.
+        """
+        norms = self.batch_norms()
+        if not norms or not batches:
+            return False
+        momenta = [m.momentum for m in norms]
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.engine.train()
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the batches
+            for frames, _ in batches:
+                self.forward(frames)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        return True
 
     def eval_forward(self, frames: torch.Tensor) -> torch.Tensor:
         self.engine.eval()

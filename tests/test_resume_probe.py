@@ -31,11 +31,21 @@ def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_resume_through_the_loader_is_exact(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("train.eval_every=2", "train.precise_bn_batches=3")],
+    ids=["plain", "precise-bn"],
+)
+def test_resume_through_the_loader_is_exact(
+    tmp_path: Path, monkeypatch, extra: tuple[str, ...]
+) -> None:
+    """With precise BN the step-2 evaluation looks 3 batches ahead before the step-2
+    checkpoint: the checkpoint must hold the position training reached, not the peek's."""
     root = write_shard_set(
         tmp_path / "d", {"train": [_records(16)], "val": [_records(4, "v")]}, CLASSES
     )
-    ref_summary = _run_ok(root, tmp_path / "ref")
+    steps = (*STEPS, *extra)
+    ref_summary = _run_ok(root, tmp_path / "ref", steps)
     reference = _losses(tmp_path / "ref")
 
     import core.fit
@@ -50,11 +60,11 @@ def test_resume_through_the_loader_is_exact(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(core.fit, "_save", save_then_die)
     with pytest.raises(_Killed):
-        _run(root, tmp_path / "run", *STEPS)
+        _run(root, tmp_path / "run", *steps)
     monkeypatch.setattr(core.fit, "_save", save)
     assert sorted(_losses(tmp_path / "run")) == [1, 2]
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "data_rank0.json").is_file()
-    summary = _run_ok(root, tmp_path / "run")
+    summary = _run_ok(root, tmp_path / "run", steps)
     assert (summary["val_loss"], summary["top1"]) == (ref_summary["val_loss"], ref_summary["top1"])
     resumed = _losses(tmp_path / "run")
     assert resumed == reference  # steps 1-2 from the first run, 3-4 after the resume: exact
@@ -70,7 +80,7 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "checkpoints" / "step_0000004" / "model.safetensors")
 
 
-def _run_ok(root: Path, out: Path) -> dict:
-    summary = _run(root, out, *STEPS)
+def _run_ok(root: Path, out: Path, steps: tuple[str, ...]) -> dict:
+    summary = _run(root, out, *steps)
     assert summary["steps"] == 4
     return summary
