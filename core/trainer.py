@@ -123,15 +123,17 @@ class Trainer:
             return False
         momenta = [m.momentum for m in norms]
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            self.engine.train()
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batches
-            for frames, _ in batches:
-                self.forward(frames)
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                self.engine.train()
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None  # cumulative average over the batches
+                for frames, _ in batches:
+                    self.forward(frames)
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
         return True
 
     def eval_forward(self, frames: torch.Tensor) -> torch.Tensor:
