@@ -14,6 +14,8 @@ from typing import Any
 
 from core.batches import TrainBatches
 
+_END = object()
+
 
 class Lookahead:
     """`next()` as the wrapped stream; `peek(n)` the next n batches without taking them."""
@@ -34,11 +36,14 @@ class Lookahead:
         return next(self._stream)
 
     def peek(self, n: int) -> list[Any]:
-        """The next `n` batches; training takes them later, in this order."""
+        """The next `n` batches (fewer if the stream ends first); training takes them later,
+        in this order."""
         if not self._ahead and self._taken_position is None:
             self._taken_position = self._source.position()
         while len(self._ahead) < n:
-            batch = next(self._stream)
+            batch = next(self._stream, _END)
+            if batch is _END:
+                break
             self._ahead.append((batch, self._source.position()))
         return [batch for batch, _ in list(self._ahead)[:n]]
 

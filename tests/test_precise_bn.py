@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from core.fit import fit
@@ -29,6 +30,10 @@ def test_lookahead_hands_out_peeked_batches_in_order_and_keeps_the_taken_positio
     assert [t[1].tolist() for t in taken[:3]] == [a[1].tolist() for a in ahead]
     assert torch.equal(taken[3][0], source.micro_batch(4)[0]) and stream.position() == {"index": 5}
     assert not torch.equal(first[0], taken[0][0])
+    short = Lookahead(source, iter([first, taken[0]]))  # a stream that ends
+    assert len(short.peek(5)) == 2 and next(short) is first and next(short) is taken[0]
+    with pytest.raises(StopIteration):
+        next(short)
 
 
 def _head_inputs(trainer: Trainer, batches) -> list[torch.Tensor]:
