@@ -4,9 +4,9 @@ One `mixed` pipeline decoded 77 clips/s of 40-frame 256 px H.264 on an H100 (202
 what the frozen ViT-B/16 step consumes. If DALI's video decoder works through a batch's clips
 one after another, more pipelines help: `Pipeline.run()` releases the GIL, so N pipelines driven
 from N threads decode N shares at once (on a GPU, N NVDEC sessions, which the chip's several
-decoder engines can serve side by side). Whether that pays
-is measured by `vivit bench data --dali-pipelines 1,2,4` (the GPU check runs it). Order, crops
-and frames are those of one pipeline; only which pipeline decodes which clip changes.
+decoder engines can serve side by side). Whether that pays is measured by `vivit bench data
+--dali-pipelines 1,2,4` (the GPU check runs it). Order, crops and frames are those of one
+pipeline; only which pipeline decodes which clip changes.
 """
 
 from __future__ import annotations

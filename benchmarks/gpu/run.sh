@@ -133,7 +133,7 @@ else
   # took the step past its limit on 2026-11-27.
   FRAMES=(--backbones ViT-B/16 --search frames --budget-gb 48 --frames-cap 512)
   PYTEST=(tests/test_gpu.py tests/test_engine.py tests/test_model.py tests/test_freezing.py
-    tests/test_data_decode.py tests/test_config.py)
+    tests/test_data_decode.py tests/test_config.py tests/test_precise_bn.py)
   DEMO=(--quick --no-tracking)
 fi
 
