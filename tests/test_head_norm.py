@@ -74,3 +74,29 @@ def test_a_training_batch_of_one_clip_uses_running_statistics() -> None:
     out = model(tiny_frames(batch=1))
     assert out.shape == (1, CLASSES) and torch.isfinite(out).all()
     assert int(model.temporal_head.head_norm.num_batches_tracked) == 0
+
+
+def test_multi_rank_statistics_average_cumulatively_with_momentum_none(monkeypatch) -> None:
+    """Precise BN sets momentum None; the multi-rank path must then average the batches
+    equally, as torch's BatchNorm does (two ranks with identical batches, all-reduce faked)."""
+    import core.model as model_mod
+
+    monkeypatch.setattr(model_mod, "_world_size", lambda: 2)
+    monkeypatch.setattr(model_mod.dist_nn, "all_reduce", lambda t: t * 2)
+    norm = model_mod.FeatureNorm(6)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(5, 6, generator=gen) * (k + 1) + k for k in range(3)]
+    norm.train()
+    norm.momentum = None
+    for x in batches:
+        norm(x)
+    count = 5 * 2  # the global batch: both ranks
+    means = torch.stack([x.mean(0) for x in batches]).mean(0)
+    variances = torch.stack([x.var(0, unbiased=False) * count / (count - 1) for x in batches])
+    assert int(norm.num_batches_tracked) == 3
+    assert torch.allclose(norm.running_mean, means, atol=1e-6)
+    assert torch.allclose(norm.running_var, variances.mean(0), rtol=1e-5)
+    norm.reset_running_stats()
+    norm.momentum = 0.1  # the training default: an exponential average
+    norm(batches[0])
+    assert torch.allclose(norm.running_mean, 0.1 * batches[0].mean(0), atol=1e-6)
