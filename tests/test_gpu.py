@@ -88,26 +88,33 @@ def test_bf16_frozen_mode_learns_temporal_task(impl: str) -> None:
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
 
 
-def test_clips_below_nvdec_minimum_are_decoded_on_the_cpu(tmp_path: Path) -> None:
-    """On the H100, 32 px clips made every DALI mixed batch fail (NVDEC's minimum is 48x16 for
-    H.264) and the demo stopped with "no usable record": they must reach training via PyAV."""
+def _h264_train_source(root: Path, *, size: int, clips: int, device: torch.device):
+    """A bf16 training source on synthetic H.264 shards of `size` px, batches of 4 at T=4."""
     from data.config import DataConfig
     from data.loader import open_train_batches
     from data.synthetic import make_synthetic
 
-    make_synthetic(tmp_path / "s", clips=16, val_clips=4, frames=8, size=32, seed=0, codec="h264")
-    src = open_train_batches(
-        DataConfig(root=str(tmp_path / "s"), frames=4, workers=1),
+    make_synthetic(
+        root, clips=clips, val_clips=clips // 4, frames=8, size=size, seed=0, codec="h264"
+    )
+    return open_train_batches(
+        DataConfig(root=str(root), frames=4, workers=1),
         batch_size=4,
-        img_size=32,
+        img_size=size,
         mean=(0.5,) * 3,
         std=(0.25,) * 3,
         rank=0,
         world_size=1,
         seed=0,
-        device=torch.device("cuda:0"),
+        device=device,
         dtype=torch.bfloat16,
     )
+
+
+def test_clips_below_nvdec_minimum_are_decoded_on_the_cpu(tmp_path: Path) -> None:
+    """On the H100, 32 px clips made every DALI mixed batch fail (NVDEC's minimum is 48x16 for
+    H.264) and the demo stopped with "no usable record": they must reach training via PyAV."""
+    src = _h264_train_source(tmp_path / "s", size=32, clips=16, device=torch.device("cuda:0"))
     frames, labels = next(iter(src.batches(0)))
     assert frames.shape == (4, 4, 3, 32, 32) and frames.is_cuda and labels.is_cuda
     assert src.decoder == "dali-mixed" and src.stats()["corrupt_skipped"] == 0
@@ -118,23 +125,7 @@ def test_dali_mixed_source_on_an_unindexed_cuda_device(tmp_path: Path) -> None:
     """`vivit bench data` passes torch.device("cuda"): on the H100 (2026-11-27) the prefetch
     thread refused it (set_device needs an index) and, once past that, to_device took the
     NVDEC clips on cuda:0 for host clips ("cuda" != "cuda:0") and stacked an empty list."""
-    from data.config import DataConfig
-    from data.loader import open_train_batches
-    from data.synthetic import make_synthetic
-
-    make_synthetic(tmp_path / "s", clips=8, val_clips=2, frames=8, size=64, seed=0, codec="h264")
-    src = open_train_batches(
-        DataConfig(root=str(tmp_path / "s"), frames=4, workers=1),
-        batch_size=4,
-        img_size=64,
-        mean=(0.5,) * 3,
-        std=(0.25,) * 3,
-        rank=0,
-        world_size=1,
-        seed=0,
-        device=torch.device("cuda"),
-        dtype=torch.bfloat16,
-    )
+    src = _h264_train_source(tmp_path / "s", size=64, clips=8, device=torch.device("cuda"))
     frames, labels = next(iter(src.batches(0)))
     assert frames.shape == (4, 4, 3, 64, 64) and frames.is_cuda and labels.is_cuda
     assert src.decoder == "dali-mixed"
