@@ -117,6 +117,31 @@ def test_close_ends_the_dataloader_workers(tmp_path, kind) -> None:
     assert time.perf_counter() - t0 < 4  # torch's join timeout is 5 s
 
 
+def test_a_source_dropped_without_close_does_not_delay_the_exit(tmp_path) -> None:
+    """A caller that drops its source without `close()` (as the bench worker once did): its
+    workers end with the process at once. Before, DALI's exit hook reached them first and
+    each sat out torch's 5 s join (11 s for this script's two workers, 1 s after)."""
+    root = _shards(tmp_path)
+    script = f"""
+import time
+from tests.test_prefetch import _train
+def run():
+    src = _train({str(root)!r}, 2)  # decoder auto: DALI on the CPU
+    it = src.batches(0)
+    for _ in range(3):
+        next(it)
+run()
+print("exiting", time.time(), flush=True)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    end = time.time()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    started = float(proc.stdout.split("exiting")[1].split()[0])
+    assert end - started < 4, f"exit took {end - started:.1f} s"
+
+
 def test_a_failure_in_the_producer_surfaces_in_the_consumer() -> None:
     def broken():
         yield 1
