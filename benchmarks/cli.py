@@ -1,4 +1,4 @@
-"""`vivit bench {train,frames,data,recipe} [--quick] [--out DIR]`: the time/memory suite.
+"""`vivit bench {train,frames,data,recipe,cache} [--quick] [--out DIR]`: the time/memory suite.
 
 `vivit bench faults` re-runs the fault table instead (`benchmarks.faults`).
 
@@ -26,7 +26,7 @@ MiB = 2**20
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vivit bench", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["train", "frames", "data", "recipe"])
+    p.add_argument("what", choices=["train", "frames", "data", "recipe", "cache"])
     p.add_argument(
         "--quick", action="store_true", help="CPU smoke grid (tiny ViT), <= ~5 min on 2 cores"
     )
@@ -131,8 +131,10 @@ def _parser() -> argparse.ArgumentParser:
         "--synth-clips",
         type=int,
         default=48,
-        help="clips in the synthetic shards built when no --data",
+        help="data, cache: clips in the synthetic shards built when no --data",
     )
+    c = p.add_argument_group("cache")
+    c.add_argument("--views", type=int, default=1, help="augmented views per clip (K)")
     return p
 
 
@@ -194,6 +196,23 @@ def _base(args: argparse.Namespace, backbone: grid.Backbone, frames: int) -> Ben
         warmup=5,
         steps=20,
     )
+
+
+def _method(args: argparse.Namespace) -> BenchSpec:
+    """The method's stage-2 configuration (frozen + attn adapter) that `data` and `cache`
+    measure: the headline backbone and T (tiny debug ViT at T=8 with --quick), `--set` added."""
+    backbone = grid.TINY_DEBUG if args.quick else grid.GPU_MAIN
+    if args.backbones:  # one backbone by label, from either grid
+        known = {b.label: b for b in (grid.TINY_DEBUG, grid.SMALL_64PX, *grid.GPU_BACKBONES)}
+        label = args.backbones.split(",")[0].strip()
+        if label not in known:
+            raise SystemExit(f"vivit bench: unknown backbone {label!r}; known: {', '.join(known)}")
+        backbone = known[label]
+    frames = int(args.frames.split(",")[0]) if args.frames else (8 if args.quick else 32)
+    method = _base(args, backbone, frames).with_(mode="frozen", adapter="attn")
+    if args.overrides:
+        method = method.with_(extra_overrides=tuple(args.overrides))
+    return method
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,17 +278,22 @@ def main(argv: list[str] | None = None) -> int:
             clips=args.clips_per_epoch,
             timeout_s=args.timeout,
         )
+    elif args.what == "cache":
+        from benchmarks.cache_bench import run_cache
+
+        section = run_cache(
+            _method(args),
+            root=args.data,
+            out_dir=out,
+            views=args.views,
+            synth_clips=args.synth_clips,
+            timeout_s=args.timeout,
+        )
     else:
         from benchmarks.data_run import run_data
 
-        method = _base(
-            args, grid.TINY_DEBUG if args.quick else grid.GPU_MAIN, 8 if args.quick else 32
-        )
-        method = method.with_(mode="frozen", adapter="attn")
-        if args.overrides:
-            method = method.with_(extra_overrides=tuple(args.overrides))
         section = run_data(
-            method,
+            _method(args),
             root=args.data,
             out_dir=out,
             seconds=args.seconds or (5.0 if args.quick else 30.0),

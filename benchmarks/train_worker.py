@@ -79,7 +79,16 @@ def _time_spatial_forward(trainer: Any, frames: Any, clock: _Clock, reps: int) -
 
 
 def _feed_from_data(trainer: Any, cfg: Any, spec: BenchSpec):
-    """The real streaming pipeline (shards -> decode -> augment) at this config's sizes."""
+    """The real streaming pipeline (shards -> decode -> augment) at this config's sizes, or,
+    with `data.cache` set, the cached-token stream stage 2 trains from (refused unless the
+    cache pins this run's spatial weights, frames, size and token layout, as in training)."""
+    if cfg.data.cache:
+        from data.manifest import read_manifest
+        from launch.run import open_cache_batches
+
+        source = open_cache_batches(cfg, trainer, read_manifest(cfg.data.root)["classes"])
+        return source.num_classes, iter(source.batches(0)), source
+
     from data.loader import open_train_batches
 
     spatial = trainer.model.spatial
@@ -154,13 +163,14 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
         data_stats = {k: float(v) for k, v in source.stats().items()}
         source.close()
     spatial_s = None
-    if spec.measure_spatial and spec.mode == "frozen":
+    if spec.measure_spatial and spec.mode == "frozen" and not cfg.data.cache:
         spatial_s = _time_spatial_forward(trainer, frames, clock, reps=max(2, spec.steps // 2))
 
     device = device_info()
     dims = dims_of(trainer.model, num_classes)
     step_s = statistics.median(step_times)
-    flops = train_step_flops(dims, spec.mode, spec.frames, spec.micro_batch)
+    mode = "cached" if cfg.data.cache else spec.mode
+    flops = train_step_flops(dims, mode, spec.frames, spec.micro_batch)
     spatial_flops = spec.micro_batch * spec.frames * spatial_fwd_flops(dims)
     peak_rss = _rss_peak_bytes()
     result: dict[str, Any] = {

@@ -55,7 +55,7 @@ def run_training(cfg: ExperimentConfig) -> dict[str, Any]:
     trainer = Trainer(cfg, len(manifest["classes"]))
     data_kw = _data_kwargs(cfg, trainer)
     if cfg.data.cache:
-        train_source = _open_cache(cfg, trainer, manifest["classes"])
+        train_source = open_cache_batches(cfg, trainer, manifest["classes"])
     else:
         train_source = open_train_batches(
             cfg.data, batch_size=cfg.train.micro_batch_size, seed=cfg.seed, **data_kw
@@ -109,7 +109,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"checkpoint": cfg.temporal.checkpoint, **result, **batches.stats()}
 
 
-def _open_cache(cfg: ExperimentConfig, trainer: Trainer, classes: list[str]) -> Any:
+def open_cache_batches(cfg: ExperimentConfig, trainer: Trainer, classes: list[str]) -> Any:
     """Training batches of cached spatial tokens (`data.cache`), refused unless the cache's
     pinned fields (spatial sha256, model, frames, img_size, token layout) are this run's."""
     assert trainer.spatial_sha256 is not None

@@ -85,7 +85,7 @@ def test_run_sh_dry_run_walks_every_step(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     steps = dict(line.split("\t")[:2] for line in (work / "steps.tsv").read_text().splitlines())
     expected = ["environment", "shards", "fused_adam", "bench_train", "bench_data"]
-    expected += ["bench_adam", "bench_frames", "pytest", "demo"]
+    expected += ["bench_adam", "bench_cache", "bench_frames", "pytest", "demo"]
     assert {k: steps.get(k) for k in expected} == dict.fromkeys(expected, "0"), steps
     results = json.loads((work / "results" / "results.json").read_text())
     rows = results["train"]["rows"]
@@ -95,9 +95,14 @@ def test_run_sh_dry_run_walks_every_step(tmp_path: Path) -> None:
     sweep = results["data"]["result"]["dali_clips_per_s_by_pipelines"]
     assert set(sweep) == {"1", "2"} and min(sweep.values()) > 0, sweep
     assert results["frames"]["summary"], "frames search gave no full/frozen pair"
+    cache = results["cache"]
+    assert cache["build"]["status"] == "ok" and cache["build"]["build_clips_per_s"] > 0
+    assert cache["cache"]["data_decoder"] == "token-cache", "the cache row read the cache"
+    assert "spatial_fwd_s" not in cache["cache"] and cache["cache_speedup"] > 0
     summary = (out / "summary.md").read_text()
     assert "DRY RUN" in summary and "loader-inclusive" in summary and "torch AdamW" in summary
     assert "by data.dali_pipelines" in summary
+    assert "cache_speedup" in summary
     assert {p.name for p in out.iterdir()} == {"summary.md", "run.log", "results.tgz"}
 
 
@@ -106,4 +111,4 @@ def test_summary_reports_failed_and_missing_steps(tmp_path: Path) -> None:
     text = summarise(tmp_path, tmp_path / "results", dry_run=False)
     assert "| bench_train | TIMED OUT |" in text and "| install | ok |" in text
     assert "pytest: no report" in text and "demo: no results.json" in text
-    assert "no target figures" in text
+    assert "no target figures" in text and "bench cache: no figures" in text

@@ -105,6 +105,29 @@ def _optimizers(results: dict[str, Any], torch_adamw: Path) -> list[str]:
     return lines
 
 
+def _cache(section: dict[str, Any]) -> list[str]:
+    """`bench_cache`: build clips/s, the stage-2 step from videos and from the token cache."""
+    build = section.get("build", {})
+    if not build:
+        return ["bench cache: no figures"]
+    if build.get("status") != "ok":
+        return [f"bench cache: build {build.get('status')} ({build.get('error', '')})"]
+    lines = [
+        f"- cache build: {build['build_clips_per_s']:.1f} clips/s, "
+        f"{build['bytes_per_clip'] / 1e3:.1f} kB per clip view ({build['patch_tokens']} patch tokens)"
+    ]
+    if section.get("cache_speedup") is None:
+        rows = [section.get(k, {}) for k in ("videos", "cache")]
+        return lines + [f"- step rows: {', '.join(str(r.get('status')) for r in rows)}"]
+    lines.append(
+        f"- stage-2 step, loader-inclusive: {section['videos_clips_per_s']:.1f} clips/s from videos, "
+        f"{section['cache_clips_per_s']:.1f} from the cache -> cache_speedup "
+        f"{section['cache_speedup']:.2f}x; the build costs {section['build_epochs_equivalent']:.2f} "
+        "epochs from videos"
+    )
+    return lines
+
+
 def _demo(path: Path) -> list[str]:
     if not path.is_file():
         return ["demo: no results.json"]
@@ -169,6 +192,12 @@ def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
                 )
     lines += ["", "## Training step (bench train)", "", *_train(results)]
     lines += [*_optimizers(results, results_dir / "torch-adamw" / "results.json"), ""]
+    lines += [
+        "## Stage 2 from cached tokens (bench cache)",
+        "",
+        *_cache(results.get("cache", {})),
+        "",
+    ]
     lines += ["## Tests", "", *_pytest(work / "pytest.xml"), ""]
     lines += ["## Demo --quick", "", *_demo(work / "demo" / "results.json"), ""]
     return "\n".join(lines) + "\n"
