@@ -169,8 +169,9 @@ def train_stage(stage: Stage, base_yaml: Path, runs: Path) -> dict[str, Any]:
 
 
 def score(predictions: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
-    """Top-1/top-5 (%) of `vivit predict --json` records against each file's label, and per
-    class; the per-file records (label, top labels, first probability) that back them."""
+    """Top-1/top-5 (%) of `vivit predict --json` records against each file's label, per class
+    and as a confusion (label -> first class -> files); the per-file records (label, top
+    labels, first probability) that back them."""
     records, per_class = [], {name: Counter() for name in FORWARD}
     for pred in predictions:
         label = labels[pred["video"]]
@@ -195,6 +196,10 @@ def score(predictions: list[dict[str, Any]], labels: dict[str, str]) -> dict[str
         "top1": 100.0 * sum(r["top1"] for r in records) / n,
         "top5": 100.0 * sum(r["top5"] for r in records) / n,
         "per_class_top1": {k: 100.0 * c["top1"] / c["n"] for k, c in per_class.items() if c["n"]},
+        "confusion": {
+            label: dict(Counter(r["top"][0] for r in records if r["label"] == label))
+            for label in FORWARD
+        },
         "decoders": dict(Counter(r["decoder"] for r in records)),
         "files": records,
     }
@@ -353,6 +358,18 @@ def render_markdown(r: dict[str, Any]) -> str:
         "class, so it says little; top-1 is the figure.",
         "",
         f"- per class top-1: {per_class}",
+        "",
+        "Confusion (rows: label, columns: predict's first class, files):",
+        "",
+        "| label | " + " | ".join(r["classes"]) + " |",
+        "|---|" + "---|" * len(r["classes"]),
+        *(
+            f"| {label} | "
+            + " | ".join(str(p["confusion"].get(label, {}).get(c, 0)) for c in r["classes"])
+            + " |"
+            for label in r["classes"]
+        ),
+        "",
         f"- decoders: {p['decoders']}; {p['s_per_video']:.3f} s per file for the whole "
         f"`vivit predict` process (start-up and model load included)",
         "- wall time: "

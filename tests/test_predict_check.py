@@ -63,6 +63,9 @@ def test_quick_check_scores_every_held_out_file(tmp_path: Path) -> None:
     assert p["n"] == len(files) == r["stage2"]["val_videos"]
     assert p["top1"] == pytest.approx(100.0 * hits1 / len(files))
     assert p["top5"] == pytest.approx(100.0 * hits5 / len(files))
+    confusion = p["confusion"]
+    assert sum(n for row in confusion.values() for n in row.values()) == len(files)
+    assert sum(confusion[c].get(c, 0) for c in FORWARD) == hits1
     # predict decodes evaluation's views of the same bytes (`--codec copy`): at most a near-tie
     # may flip, never more than one file's worth
     assert abs(r["eval_minus_predict_top1"]) <= 100.0 / len(files) + 1e-6
