@@ -212,6 +212,8 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     size = check_size(args.quick)
+    if args.stage2_steps is not None:
+        size = replace(size, budget=replace(size.budget, stage2_steps=args.stage2_steps))
     budget = size.budget
     env = environment(sys.argv[1:])
     env["command"] = command
@@ -411,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the clips (and of pretraining)")
     p.add_argument("--train-seed", type=int, default=0, help="seed of the training runs")
     p.add_argument("--codec", choices=["vp9", "h264"], default="vp9", help="video files' codec")
+    p.add_argument(
+        "--stage2-steps",
+        type=int,
+        default=None,
+        help="stage 2's steps (default: the demo budget's 200; warm-up and evaluations scale)",
+    )
     args = p.parse_args(argv)
     if args.work is None:
         args.work = Path("runs/predict-check" + ("-quick" if args.quick else ""))
