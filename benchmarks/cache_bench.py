@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data_run import ensure_shards
-from benchmarks.runner import run_spec
+from benchmarks.runner import child_env, run_spec
 from benchmarks.specs import BenchSpec
 from benchmarks.system import REPO
 
@@ -54,9 +54,20 @@ def build_cache(
     cmd = [sys.executable, "-m", "launch.cli", "cache", "build", str(config), "--out", str(out)]
     cmd += ["--views", str(views), "--batch", str(spec.micro_batch), "--no-progress"]
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-2000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return {"status": "error", "error": f"timed out after {timeout_s:g} s", "stderr_tail": tail}
     if proc.returncode != 0:
         return {
             "status": "error",

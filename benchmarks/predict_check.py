@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from common.child_env import checkout_env
 from data.synthetic import CLASSES
 from launch.recipes import Budget, Stage, budget_for
 
-REPO = Path(__file__).resolve().parent.parent
 FORWARD = CLASSES[0::2]
 """moves right, moves down, grows, rotates clockwise, appears, approaches: CLASSES[2k]."""
 FPS = 8.0
@@ -120,12 +120,6 @@ def write_labels(path: Path, rows: list[tuple[str, str, str]]) -> None:
         writer.writerows(rows)
 
 
-def _child_env() -> dict[str, str]:
-    """Children import this checkout, whatever an installed copy says."""
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "MLFLOW_TRACKING_URI": ""}
-
-
 def vivit(args: list[str], log: Path, cwd: Path | None = None) -> tuple[str, float]:
     """Run `python -m launch.cli ARGS`; stdout is returned, stderr goes to `log`. Raises
     `RuntimeError` with the log's tail on a non-zero exit. Returns (stdout, wall seconds)."""
@@ -134,7 +128,7 @@ def vivit(args: list[str], log: Path, cwd: Path | None = None) -> tuple[str, flo
         proc = subprocess.run(
             [sys.executable, "-m", "launch.cli", *args],
             cwd=cwd,
-            env=_child_env(),
+            env=checkout_env(MLFLOW_TRACKING_URI=""),
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

@@ -19,14 +19,15 @@ from typing import Any
 from benchmarks.child import ChildRun, run_child
 from benchmarks.specs import BenchSpec
 from benchmarks.system import REPO
+from common.child_env import checkout_env
 
 STDERR_TAIL = 2000
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def child_env() -> dict[str, str]:
+    """A worker's environment: this checkout first on the path, all cores unless told."""
+    env = checkout_env()
     env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -105,7 +106,7 @@ def run_spec(
             cmd,
             mem_budget_bytes=mem_budget_bytes,
             timeout_s=timeout_s,
-            env=_child_env(),
+            env=child_env(),
             cwd=str(REPO),
         )
         result = json.loads(res_path.read_text()) if res_path.is_file() else None

@@ -4,7 +4,6 @@ environment, progress line, summary and eval curve; and what a stage costs in FL
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.child_env import checkout_env
 from launch.recipes import (
     Stage,
 )
@@ -23,18 +23,8 @@ class StageFailed(RuntimeError):
     """A `vivit train` subprocess exited non-zero; the message carries its log tail."""
 
 
-def _child_env() -> dict[str, str]:
-    """The environment of a stage's child process: it imports this checkout, whatever an
-    installed copy says."""
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write_base_config(path: Path, overrides: list[str]) -> None:
@@ -119,7 +109,7 @@ def _run_child(
     log_path = runs_dir / f"{name}.log"
     start = time.perf_counter()
     with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env())
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=checkout_env())
         try:
             while proc.poll() is None:
                 time.sleep(1.0)
