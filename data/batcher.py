@@ -24,6 +24,22 @@ from data.records import SkipGuard
 log = logging.getLogger(__name__)
 
 
+def replayed(item: object, pulled: int, skip: int, t0: float) -> None:
+    """Check that stream item `pulled` (of the `skip` a resumed run replays) is a worker's
+    replay marker (`SKIPPED`); log once the replay is done."""
+    if not (isinstance(item, dict) and SKIPPED in item):
+        raise RuntimeError(
+            f"resuming at item {skip} of the data stream, item {pulled} is not a replay "
+            "marker: the workers and the batcher disagree on the position"
+        )
+    if pulled == skip:
+        log.info(
+            "data stream replayed to item %d in %.1f s (read, not decoded)",
+            pulled,
+            time.perf_counter() - t0,
+        )
+
+
 @dataclass(frozen=True)
 class StreamPosition:
     """Where a batch leaves the job stream: resuming at `items` continues right after it.
@@ -139,7 +155,7 @@ class Batcher:
         for job in self.jobs:
             pulled += 1
             if pulled <= self.skip:
-                self._replayed(job, pulled, t0)
+                replayed(job, pulled, self.skip, t0)
                 continue
             if "__corrupt__" in job:
                 self.counters["corrupt_skipped"] += int(job["__corrupt__"])
@@ -164,19 +180,6 @@ class Batcher:
         while ready:
             yield self._emit(ready[: self.batch_size], pulled)
             ready = ready[self.batch_size :]
-
-    def _replayed(self, job: dict, pulled: int, t0: float) -> None:
-        if SKIPPED not in job:
-            raise RuntimeError(
-                f"resuming at item {self.skip} of the data stream, item {pulled} is not a replay "
-                "marker: the workers and the batcher disagree on the position"
-            )
-        if pulled == self.skip:
-            log.info(
-                "data stream replayed to item %d in %.1f s (read, not decoded)",
-                pulled,
-                time.perf_counter() - t0,
-            )
 
     def _count_bad(self, kind: str, detail: str) -> None:
         key = f"bad_{kind}_skipped"

@@ -15,9 +15,6 @@ and flips as an uninterrupted one, with any number of workers and any prefetch d
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +31,9 @@ from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import skip_limit
+from data.replay import ReplayableStream
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
-
-log = logging.getLogger(__name__)
 
 
 def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | None:
@@ -157,7 +153,7 @@ class StreamingBatches(PrefetchedPasses):
         return self._track(prefetcher)
 
 
-class TrainBatchSource(StreamingBatches):
+class TrainBatchSource(StreamingBatches, ReplayableStream):
     """Endless training micro-batches `(B×T×C×H×W, B)`; see `open_train_batches`."""
 
     def __init__(
@@ -224,58 +220,6 @@ class TrainBatchSource(StreamingBatches):
                 yield frames[:, 0], labels
         finally:  # the consumer stopped early (or the generator was dropped)
             batched.close()
-
-    def position(self) -> dict[str, Any]:
-        """The stream position after the last batch `batches()` handed out (plain JSON)."""
-        return {
-            "items": self._position.items,
-            "counters": self._position.counters,
-            **self._stream_identity(),
-        }
-
-    def _stream_identity(self) -> dict[str, Any]:
-        """What makes the item stream this one: a position fits only a stream that matches."""
-        listing = json.dumps([[Path(url).name, count] for url, count in self.shards])
-        return {
-            "workers": self.cfg.resolved_workers(),
-            "rank": self.rank,
-            "world": self.world,
-            "seed": self.seed,
-            "shards": hashlib.sha256(listing.encode()).hexdigest()[:16],
-        }
-
-    def _replay_items(self, position: dict[str, Any] | None, start_step: int) -> int | None:
-        """Items to replay to continue at `position`, or None to start a stream seeded anew."""
-        if position is None:
-            if start_step > 0:
-                log.warning(
-                    "no data position to resume from at step %d (a checkpoint of an older "
-                    "version?): the training stream starts anew, so this run sees other clips "
-                    "than an uninterrupted one would",
-                    start_step,
-                )
-            return None
-        ours = self._stream_identity()
-        changed = [
-            f"{k} {position.get(k)!r} -> {v!r}" for k, v in ours.items() if position.get(k) != v
-        ]
-        items = position.get("items")
-        if not isinstance(items, int) or items < 0:
-            changed.append(f"items {items!r} (not a count)")
-        if changed:
-            log.warning(
-                "the saved data position does not fit this stream (%s): the training stream "
-                "starts anew at step %d, so this run sees other clips than an uninterrupted "
-                "one would",
-                ", ".join(changed),
-                start_step,
-            )
-            return None
-        counters = position.get("counters") or {}
-        for key, value in counters.items():
-            if key in self.counters and isinstance(value, int):
-                self.counters[key] = value
-        return items
 
 
 class EvalBatchSource(StreamingBatches):

@@ -153,7 +153,7 @@ def test_position_of_another_stream_starts_anew_with_a_warning(
     shards: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, saved = _take(_source(shards, 2, 0), 2, at=2)
-    with caplog.at_level(logging.WARNING, logger="data.sources"):
+    with caplog.at_level(logging.WARNING, logger="data.replay"):
         batches, _ = _take(_source(shards, 0, 0), 1, start_step=2, position=saved)
     assert len(batches) == 1
     assert "does not fit this stream (workers 2 -> 0)" in caplog.text
