@@ -4,12 +4,14 @@ The cache's view shards are streamed like video shards (`data.stream.ShardStream
 through the shuffle buffer): each draw picks one (source shard, view) tar at random, so a
 pass over the split's S source shards sees every clip once on average, in one of its K views
 chosen at random. The stream is a pure function of (seed, rank, worker, start_step), as the
-video stream is. Batches are `((frame embeddings B x T x D, patches B x T x N x D), labels B)`
+video stream is, and a resumed run continues it exactly (`data.replay`: the checkpoint's
+position is replayed, the replayed records read but not decoded). Batches are `((frame embeddings B x T x D, patches B x T x N x D), labels B)`
 on the device, tokens in the cache's half precision (the model casts them to its own).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.seeding import torch_generator
+from data.batcher import StreamPosition, replayed
 from data.cache_format import (
     EMBED,
     PATCHES,
@@ -28,8 +32,10 @@ from data.cache_format import (
 )
 from data.config import DataConfig
 from data.fork import worker_loader
+from data.jobs import SKIPPED, own_share
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, SkipGuard, record_label, skip_limit
+from data.replay import ReplayableStream
 from data.shard_check import shards_with_samples
 from data.stream import ShardStream
 
@@ -44,9 +50,20 @@ class _TokenRecords(torch.utils.data.IterableDataset):
     the worker's pipe in one copy.
     """
 
-    def __init__(self, stream: ShardStream, num_classes: int, frames: int, patches: int, dim: int):
+    def __init__(
+        self,
+        stream: ShardStream,
+        num_classes: int,
+        frames: int,
+        patches: int,
+        dim: int,
+        skip: int = 0,
+    ):
         self.stream, self.num_classes = stream, num_classes
         self.frames, self.patches, self.dim = frames, patches, dim
+        # items of the whole stream a resumed run replays: this worker's share of them is read
+        # and answered with a replay marker, not decoded (as `ClipJobs.skip`)
+        self.skip = skip
 
     def _record(self, sample: dict) -> tuple[np.ndarray, np.ndarray, int]:
         label = record_label(sample["cls"], self.num_classes)
@@ -64,7 +81,13 @@ class _TokenRecords(torch.utils.data.IterableDataset):
         return embed, patches, label
 
     def __iter__(self) -> Iterator[Any]:
-        for sample in self.stream:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        replay = own_share(self.skip, wid, nw)
+        for n, sample in enumerate(self.stream):
+            if n < replay:
+                yield {SKIPPED: 1}
+                continue
             if "__corrupt__" in sample:
                 yield sample
                 continue
@@ -76,7 +99,7 @@ class _TokenRecords(torch.utils.data.IterableDataset):
                 yield {"__corrupt__": 1}
 
 
-class CachedTrainBatches(PrefetchedPasses):
+class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
     """Endless training micro-batches of cached tokens; see the module docstring.
 
     Implements the trainer's `TrainBatches` protocol (`core.batches`) with token batches in
@@ -125,42 +148,55 @@ class CachedTrainBatches(PrefetchedPasses):
         self.counters["clips"] = 0
         super().__init__()
 
-    def position(self) -> dict[str, Any]:
-        """No replayable position yet: a resumed run from the cache restarts its stream from
-        (seed, rank, start_step), deterministic but not the exact continuation that the video
-        sources give (issue 11 item 8 covers the video path only)."""
-        return {}
-
     def batches(
         self, start_step: int = 0, position: dict[str, Any] | None = None
     ) -> Iterator[tuple[Tokens, torch.Tensor]]:
-        del position  # see `position()`
+        """Micro-batches from optimiser step `start_step` on; `position` (what `position()`
+        returned at a checkpoint) continues the stream exactly where that run left it, as the
+        video source does (`data.replay`); without a fitting one the stream is seeded anew."""
+        skip = self._replay_items(position, start_step)
+        seed_step = 0 if skip is not None else start_step
+        self._position = StreamPosition(skip or 0, dict(self.counters))
         stream = ShardStream(
             self.shards,
             rank=self.rank,
             world=self.world,
             seed=self.seed,
-            start_step=start_step,
+            start_step=seed_step,
             resample=True,
             shuffle_buffer=self.cfg.shuffle_buffer,
         )
-        records = _TokenRecords(stream, self.num_classes, self.frames, self.patches, self.dim)
-        workers = self.cfg.resolved_workers()
-        loader = worker_loader(records, workers, prefetch_factor=8)
+        records = _TokenRecords(
+            stream, self.num_classes, self.frames, self.patches, self.dim, skip=skip or 0
+        )
+        # the loader's base seed from the run's seed, not the global RNG dropout draws from
+        generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
+        loader = worker_loader(
+            records, self.cfg.resolved_workers(), prefetch_factor=8, generator=generator
+        )
         items = self._start_workers(loader)
         prefetcher = Prefetcher(
-            lambda: self._batched(items), depth=self.cfg.prefetch, device=self.device
+            lambda: self._batched(items, skip or 0), depth=self.cfg.prefetch, device=self.device
         )
         self._track(prefetcher)
         try:
-            yield from prefetcher
+            for tokens, labels, position_after in prefetcher:
+                self._position = position_after  # set when the consumer takes this batch
+                yield tokens, labels
         finally:  # the consumer stopped early (or the generator was dropped)
             prefetcher.close()
 
-    def _batched(self, items: Iterator[Any]) -> Iterator[tuple[Tokens, torch.Tensor]]:
+    def _batched(
+        self, items: Iterator[Any], skip: int
+    ) -> Iterator[tuple[Tokens, torch.Tensor, StreamPosition]]:
         ready: list[tuple[np.ndarray, np.ndarray, int]] = []
         guard = SkipGuard(skip_limit(self.shards), self.counters, f" from token cache {self.root}")
+        pulled, t0 = 0, time.perf_counter()
         for item in items:
+            pulled += 1
+            if pulled <= skip:
+                replayed(item, pulled, skip, t0)
+                continue
             if isinstance(item, dict):
                 kind = "corrupt" if "__corrupt__" in item else f"bad_{item['__bad__']}"
                 self.counters[f"{kind}_skipped"] += int(item.get("__corrupt__", 1))
@@ -169,7 +205,8 @@ class CachedTrainBatches(PrefetchedPasses):
             guard.good()
             ready.append(item)
             if len(ready) == self.batch_size:
-                yield self._emit(ready)
+                tokens, labels = self._emit(ready)
+                yield tokens, labels, StreamPosition(pulled, dict(self.counters))
                 ready = []
 
     def _emit(self, items: list[tuple[np.ndarray, np.ndarray, int]]):

@@ -31,19 +31,32 @@ def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def _token_cache(root: Path, out: Path) -> Path:
+    """`vivit cache build` of the probe's shards, 2 views per clip (the probe's own config)."""
+    from tests.test_train_cli import vivit
+
+    args = [f"data.root={root}", "data.synthetic=false", "data.frames=4", "data.workers=0"]
+    args.append("--no-progress")
+    vivit("cache", "build", "configs/tiny.yaml", "--out", str(out), "--views", "2", *args)
+    return out
+
+
 @pytest.mark.parametrize(
     "extra",
-    [(), ("train.eval_every=2", "train.precise_bn_batches=3")],
-    ids=["plain", "precise-bn"],
+    [(), ("train.eval_every=2", "train.precise_bn_batches=3"), ("token-cache",)],
+    ids=["plain", "precise-bn", "token-cache"],
 )
 def test_resume_through_the_loader_is_exact(
     tmp_path: Path, monkeypatch, extra: tuple[str, ...]
 ) -> None:
     """With precise BN the step-2 evaluation looks 3 batches ahead before the step-2
-    checkpoint: the checkpoint must hold the position training reached, not the peek's."""
+    checkpoint: the checkpoint must hold the position training reached, not the peek's.
+    From a token cache (`data.cache`) the stream is the cache reader's, replayed the same way."""
     root = write_shard_set(
         tmp_path / "d", {"train": [_records(16)], "val": [_records(4, "v")]}, CLASSES
     )
+    if extra == ("token-cache",):
+        extra = (f"data.cache={_token_cache(root, tmp_path / 'cache')}",)
     steps = (*STEPS, *extra)
     ref_summary = _run_ok(root, tmp_path / "ref", steps)
     reference = _losses(tmp_path / "ref")

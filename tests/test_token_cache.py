@@ -488,8 +488,8 @@ def test_a_killed_build_resumes_without_redoing_complete_shards(source, tmp_path
 # ---------------------------------------------------------------- reader
 
 
-def _reader(source, out: Path, seed: int = 0):
-    cfg = _cfg(source, f"data.cache={out}")
+def _reader(source, out: Path, seed: int = 0, *extra: str):
+    cfg = _cfg(source, f"data.cache={out}", *extra)
     model, sha = _model(cfg)
     return open_cached_train_batches(
         cfg.data,
@@ -527,6 +527,42 @@ def test_reader_is_deterministic_per_seed_and_step_and_draws_every_view(source, 
     assert any(not torch.equal(a[0][0], b[0][0]) for a, b in zip(first, other, strict=True))
     seen = {by_embed[e.numpy().tobytes()] for (embed, _), _ in draws(0, 0, 12) for e in embed}
     assert seen == set(range(VIEWS))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_reader_continues_exactly_where_the_checkpoint_left_it(source, tmp_path, workers):
+    """The position a checkpoint stores replays the cache stream: after a resume the batches
+    are those the uninterrupted run drew next (the stream seeded anew would give others)."""
+    cfg = _cfg(source)
+    out = tmp_path / "cache"
+    _build(cfg, out)
+    _finish(cfg, out)
+
+    def draws(n: int, start: int = 0, position=None, save_after: int | None = None):
+        saved = None
+        with _reader(source, out, 0, f"data.workers={workers}") as reader:
+            it = reader.batches(start, position)
+            got = []
+            for i in range(n):
+                got.append(next(it))
+                if i == save_after:
+                    saved = json.loads(json.dumps(reader.position()))  # plain JSON, as saved
+            it.close()
+        return got, saved
+
+    whole, saved = draws(7, save_after=2)
+    assert saved is not None and saved["items"] >= 3 * 4 and saved["workers"] == workers
+    assert saved["counters"]["clips"] == 3 * 4
+    resumed, _ = draws(4, start=3, position=saved)
+    anew, _ = draws(4, start=3)
+
+    def same(a, b) -> bool:
+        (ea, pa), ya = a
+        (eb, pb), yb = b
+        return torch.equal(ea, eb) and torch.equal(pa, pb) and torch.equal(ya, yb)
+
+    assert all(same(a, b) for a, b in zip(whole[3:], resumed, strict=True))
+    assert not all(same(a, b) for a, b in zip(whole[3:], anew, strict=True))
 
 
 def test_a_cache_of_nothing_but_corrupt_tokens_is_an_error_not_a_hang(source, tmp_path):
