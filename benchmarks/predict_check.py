@@ -33,8 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
 from common.child_env import checkout_env
 from data.synthetic import CLASSES
+from launch.demo_stages import log
 from launch.recipes import Budget, Stage, budget_for
 
 FORWARD = CLASSES[0::2]
@@ -140,26 +142,15 @@ def vivit(args: list[str], log: Path, cwd: Path | None = None) -> tuple[str, flo
     return proc.stdout, wall
 
 
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def train_stage(stage: Stage, base_yaml: Path, runs: Path) -> dict[str, Any]:
-    """One `vivit train` process for a `launch.recipes.Stage`; its summary.json plus wall time."""
-    run_dir = runs / stage.run
-    shutil.rmtree(run_dir, ignore_errors=True)
-    runs.mkdir(parents=True, exist_ok=True)
-    args = ["train", str(base_yaml), *stage.overrides, f"out_dir={run_dir}"]
-    _, wall = vivit(args, runs / f"{stage.run}.log")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    """One `vivit train` process for a `launch.recipes.Stage`, run as the demo runs its stages
+    (`launch.demo_stages.run_stage`); the summary fields the check reports."""
+    from launch.demo_stages import Progress, run_stage
+
+    summary = run_stage(stage, base_yaml, runs, "", Progress(stage.run, stage.steps))
     keys = ("mode", "frames", "steps", "top1", "top5", "val_videos", "step_time_median_s")
-    keys += ("train_time_s",)
-    out = {k: summary[k] for k in keys} | {"process_s": wall, "run_dir": str(run_dir)}
-    say(
-        f"{stage.run}: eval top-1 {out['top1']:.2f}%  {out['steps']} steps, "
-        f"{out['step_time_median_s']:.3f} s/step, {wall:.0f} s with start-up and evals"
-    )
-    return out
+    keys += ("train_time_s", "process_s")
+    return {k: summary[k] for k in keys} | {"run_dir": str(runs / stage.run)}
 
 
 def score(predictions: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, Any]:
@@ -218,7 +209,7 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     phases: dict[str, float] = {}
 
-    say(f"rendering {size.train} train / {size.val} val clips to {videos}")
+    log(f"rendering {size.train} train / {size.val} val clips to {videos}")
     start = time.perf_counter()
     counts = {"train": size.train, "val": size.val}
     rows = render_videos(videos, counts, args.seed, budget.video_frames, budget.size, args.codec)
@@ -233,14 +224,14 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
         build += ["--workers", str(min(2, os.cpu_count() or 1)), "--strict"]
         stdout, wall = vivit(build, work / f"shards-{split}.log")
         build_s += wall
-        say(stdout.strip() or f"{split}: built")
+        log(stdout.strip() or f"{split}: built")
     phases["shards_build_s"] = build_s
     classes = json.loads((shards / "manifest.json").read_text())["classes"]
 
     start = time.perf_counter()
     if args.spatial_weights is not None:
         weights = args.spatial_weights.resolve()
-        say(f"spatial weights {weights}")
+        log(f"spatial weights {weights}")
     else:
         from launch.demo import prepare_inputs
 
@@ -258,7 +249,7 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     val = [(path, label) for path, label, split in rows if split == "val"]
     run_dir = s2["run_dir"]
-    say(f"vivit predict {run_dir} on {len(val)} val files")
+    log(f"vivit predict {run_dir} on {len(val)} val files")
     stdout, predict_s = vivit(
         ["predict", run_dir, *[p for p, _ in val], "--json"], work / "predict.log", cwd=videos
     )
@@ -266,7 +257,7 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
     report = json.loads(stdout)
     scores = score(report["predictions"], dict(val))
     example, _ = vivit(["predict", run_dir, *[p for p, _ in val[:3]]], work / "ex.log", videos)
-    say(f"predict top-1 {scores['top1']:.2f}% (eval {s2['top1']:.2f}%) on {scores['n']} files")
+    log(f"predict top-1 {scores['top1']:.2f}% (eval {s2['top1']:.2f}%) on {scores['n']} files")
 
     result: dict[str, Any] = {
         "title": "vivit predict on held-out clips of the 6 forward synthetic classes",
@@ -294,9 +285,9 @@ def run_check(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "environment": env,
         "total_s": time.perf_counter() - t0,
     }
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results.md").write_text(render_markdown(result))
-    say(f"done in {result['total_s']:.0f} s: {out / 'results.md'}, results.json")
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "results.md", render_markdown(result))
+    log(f"done in {result['total_s']:.0f} s: {out / 'results.md'}, results.json")
     return result
 
 
