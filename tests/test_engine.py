@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from core.engine import reduces_nothing
 from tests.engine_helpers import NUM_CLASSES, tiny_trainer
 from tests.tensor_batches import TensorBatches
 
@@ -85,6 +86,42 @@ def test_one_rank_fp32_stage_0_trains_as_zero_2_does() -> None:
     after = zero2.engine.module.state_dict()
     for name, value in auto.engine.module.state_dict().items():
         assert torch.allclose(value, after[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+def test_one_rank_fp32_step_skips_the_identity_all_reduce(mode: str) -> None:
+    """Over a group of one the all-reduce after backward is the identity: skipped, same run."""
+    calls = {"skipping": 0, "reducing": 0}
+
+    def counting(trainer, key: str) -> None:
+        original = trainer.engine.allreduce_gradients
+
+        def wrapped(*args, **kwargs):
+            calls[key] += 1
+            return original(*args, **kwargs)
+
+        trainer.engine.allreduce_gradients = wrapped
+
+    skipping = tiny_trainer(f"mode={mode}", "adapter.kind=attn")
+    reducing = tiny_trainer(f"mode={mode}", "adapter.kind=attn")
+    reducing.engine.enable_backward_allreduce = True  # DeepSpeed's own behaviour
+    counting(skipping, "skipping")
+    counting(reducing, "reducing")
+    assert _run(skipping, 4) == _run(reducing, 4)
+    assert calls == {"skipping": 0, "reducing": 4}
+    after = reducing.engine.module.state_dict()
+    for name, value in skipping.engine.module.state_dict().items():
+        assert torch.equal(value, after[name]), name
+
+
+def test_only_a_one_rank_fp32_stage_0_engine_skips_the_all_reduce() -> None:
+    assert reduces_nothing(0, 1, {})
+    assert not reduces_nothing(0, 2, {}), "two ranks must average their gradients"
+    assert not reduces_nothing(1, 1, {}), "ZeRO moves gradients into its partitions there"
+    assert not reduces_nothing(0, 1, {"bf16": {"enabled": True}})
+    assert not reduces_nothing(0, 1, {"fp16": {"enabled": True}})
+    zero2 = tiny_trainer("mode=frozen", "adapter.kind=attn", "engine.zero_stage=2")
+    assert zero2.engine.enable_backward_allreduce
 
 
 def test_frozen_mode_learns_temporal_task() -> None:
