@@ -305,13 +305,26 @@ def load_engine_state(engine: Any, path: Path, tag: str) -> None:
 
 
 def leave_group() -> None:
-    """Destroy this rank's process group, if any, before returning from a command: left to
-    interpreter exit, a gloo group was sometimes torn down in static destruction and the rank
-    aborted ("terminate called without an active exception", exit -6) after its work was done."""
+    """Destroy this rank's process group, if any, before returning from a command.
+
+    Left to interpreter exit, a gloo group was sometimes torn down in static destruction and
+    the rank aborted ("terminate called without an active exception", exit -6) after its work
+    was done, and every NCCL rank warned "destroy_process_group() was not called before program
+    exit, which can leak resources" (each `vivit train` of the GPU checks). DeepSpeed's own
+    destroy also drops the group from DeepSpeed's bookkeeping, so a later `init_distributed`
+    in the same process (a notebook, the tests) builds a working new one; torch's alone left
+    DeepSpeed holding the dead group ("Group ... is not registered").
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    from deepspeed.comm import comm as ds_comm  # the module that holds DeepSpeed's backend
+
+    if getattr(ds_comm, "cdb", None) is None:  # a group DeepSpeed never saw
         dist.destroy_process_group()
+    else:
+        ds_comm.destroy_process_group()
 
 
 def barrier() -> None:

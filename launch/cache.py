@@ -96,17 +96,9 @@ def _gather(report: dict, world: int) -> list[dict]:
 
 
 def build(args: argparse.Namespace) -> int:
-    """`vivit cache build`; under the launcher every rank leaves its process group explicitly
-    (`core.engine.leave_group`: rank 1 returns as soon as the reports are gathered)."""
-    from core.engine import leave_group
-
-    try:
-        return _build(args)
-    finally:
-        leave_group()
-
-
-def _build(args: argparse.Namespace) -> int:
+    """`vivit cache build`; under the launcher every rank leaves its process group when the
+    command returns (`run_reported(leave_group=True)`: rank 1 returns as soon as the reports
+    are gathered)."""
     from common.seeding import seed_torch
     from core.cache_spec import cache_spec
     from core.config import load_config
@@ -289,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides += rest
     setup_logging()
     return run_reported(
-        f"vivit cache {args.cmd}", lambda: {"build": build, "size": size}[args.cmd](args)
+        f"vivit cache {args.cmd}",
+        lambda: {"build": build, "size": size}[args.cmd](args),
+        leave_group=True,
     )
 
 

@@ -39,8 +39,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def run_reported(prog: str, body: Callable[[], int]) -> int:
-    """`body()`, with the errors above reported as one line on stderr and an exit code."""
+def run_reported(prog: str, body: Callable[[], int], *, leave_group: bool = False) -> int:
+    """`body()`, with the errors above reported as one line on stderr and an exit code;
+    `leave_group`: this rank then leaves its process group, if it joined one
+    (`core.engine.leave_group`), however `body` ended."""
     from core.checkpoint import CheckpointSaveError
 
     try:
@@ -55,3 +57,8 @@ def run_reported(prog: str, body: Callable[[], int]) -> int:
             raise
         print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if leave_group:
+            from core.engine import leave_group as leave
+
+            leave()

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         f"temporal.checkpoint={ckpt[0]}",
         "temporal.load_spatial=true",
     ]
-    return run_reported("vivit eval", lambda: _evaluate(args.config, overrides))
+    return run_reported("vivit eval", lambda: _evaluate(args.config, overrides), leave_group=True)
 
 
 def _evaluate(config: str, overrides: list[str]) -> int:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # like Ctrl-C: the MLflow run is ended as KILLED and the process exits 143.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return run_reported("vivit train", lambda: _train(args))
+        return run_reported("vivit train", lambda: _train(args), leave_group=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch.distributed
 
 from launch import evaluate as eval_cli
 from launch import train as train_cli
@@ -104,6 +105,8 @@ def test_out_dir_is_a_file(tmp_path: Path, capsys) -> None:
     blocker.write_text("a file")
     code = train_cli.main(["configs/tiny.yaml", f"data.root={root}", f"out_dir={blocker}", *TINY])
     _one_line_error(capsys, code, str(blocker))
+    # the run had joined its (1-rank) group before the error: it leaves it on the way out
+    assert not torch.distributed.is_initialized()
 
 
 def test_malformed_override_value(capsys) -> None:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from core.engine import reduces_nothing
+from core.engine import leave_group, reduces_nothing
 from tests.engine_helpers import NUM_CLASSES, tiny_trainer
 from tests.tensor_batches import TensorBatches
 
@@ -122,6 +122,16 @@ def test_only_a_one_rank_fp32_stage_0_engine_skips_the_all_reduce() -> None:
     assert not reduces_nothing(0, 1, {"fp16": {"enabled": True}})
     zero2 = tiny_trainer("mode=frozen", "adapter.kind=attn", "engine.zero_stage=2")
     assert zero2.engine.enable_backward_allreduce
+
+
+def test_a_process_that_left_its_group_trains_again() -> None:
+    """`leave_group` (every command's last step) must not break a later run in the process
+    (a notebook, the in-process tests): DeepSpeed forgets the destroyed group too."""
+    first = _run(tiny_trainer("mode=frozen", "adapter.kind=attn"), 2)
+    leave_group()
+    assert not torch.distributed.is_initialized()
+    assert _run(tiny_trainer("mode=frozen", "adapter.kind=attn"), 2) == first
+    assert torch.distributed.is_initialized()
 
 
 def test_frozen_mode_learns_temporal_task() -> None:
