@@ -228,9 +228,8 @@ def _train_loop(
             paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
                 if precise_bn:  # part of the model evaluated: training time, not step time
-                    trainer.refresh_batch_norm(stream.peek(precise_bn))
-                    train_time += time.perf_counter() - paused
-                    train_cpu += time.process_time() - paused_cpu
+                    wall, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
+                    train_time, train_cpu = train_time + wall, train_cpu + cpu
                 # training time so far, read before the evaluation runs (it is not training):
                 # wall clock and process CPU (all threads)
                 so_far = {
@@ -245,10 +244,8 @@ def _train_loop(
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
         if precise_bn and trainer.step > start_step:  # for the final checkpoint and evaluation
-            t0, c0 = time.perf_counter(), time.process_time()
-            trainer.refresh_batch_norm(stream.peek(precise_bn))
-            train_time += time.perf_counter() - t0
-            train_cpu += time.process_time() - c0
+            wall, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
+            train_time, train_cpu = train_time + wall, train_cpu + cpu
     finally:
         bar.close()
         memory.stop()
@@ -261,6 +258,14 @@ def _train_loop(
         "peak_mem_kind": memory.kind,
         "data_position": stream.position(),
     }
+
+
+def _refresh_batch_norm(trainer: Trainer, stream: Lookahead, batches: int) -> tuple[float, float]:
+    """Precise BN over the next `batches` training batches (peeked: training still takes
+    them); returns its (wall, process CPU) seconds, which count as training time."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.refresh_batch_norm(stream.peek(batches))
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class _Evaluator:
