@@ -52,6 +52,7 @@ from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
+from data.prefetch import Prefetcher
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
 from data.shard_writer import ShardWriter
@@ -335,38 +336,60 @@ class CacheBuilder:
             disable=not self.progress or self.rank != 0,
             dynamic_ncols=True,
         )
-        pending: list[dict] = []
         written = 0
         items = start_workers(loader)
+        # decoding batch k+1 (producer thread) overlaps the spatial forward and writing of
+        # batch k; `data.prefetch=0` runs both in this thread, in the same order
+        decoded = Prefetcher(
+            lambda: self._decoded(items),
+            depth=self.cfg.prefetch,
+            device=self.device,
+            name="vivit-cache-decode",
+        )
         try:
-            for item in items:
-                unit = open_units[item["unit"]]
-                if "__end__" in item:
-                    written += self._flush(pending, open_units)
-                    bar.update(len(pending))
-                    pending = []
-                    self._finish(unit, item["read_errors"])
-                    del open_units[item["unit"]]
-                elif "__bad__" in item or "__corrupt__" in item:
+            for event in decoded:
+                if event[0] == "batch":
+                    _, jobs, clips = event
+                    written += self._write(jobs, clips, open_units)
+                    bar.update(len(jobs))
+                elif event[0] == "end":
+                    item = event[1]
+                    self._finish(open_units.pop(item["unit"]), item["read_errors"])
+                else:  # "skip": a bad or corrupt record, counted
+                    item = event[1]
+                    unit = open_units[item["unit"]]
                     kind = item.get("__bad__", "corrupt")
                     if not sum(unit.skipped.values()):
                         log.warning("cache build: skipping a record of %s", unit.unit.path)
                     unit.skipped[kind if kind in unit.skipped else "corrupt"] += 1
                     bar.update(1)
-                else:
-                    pending.append(item)
-                    if len(pending) >= self.batch_clips:
-                        written += self._flush(pending, open_units)
-                        bar.update(len(pending))
-                        pending = []
         except BaseException:
             for index in open_units:  # nothing half-written stays behind under a final name
                 remove_temporaries(self.out, self.split, index, self.views)
             raise
         finally:  # after an error too: workers left to exit cost 5 s there (data/fork.py)
+            decoded.close()  # the producer reads the workers: stopped first
             stop_workers(items)
             bar.close()
         return written
+
+    def _decoded(self, items: Iterator[dict]) -> Iterator[tuple]:
+        """The workers' items in order, clips decoded a batch at a time: `("batch", jobs,
+        clips)`, `("end", marker)` once a source shard is all read, `("skip", item)`."""
+        pending: list[dict] = []
+        for item in items:
+            if "__end__" in item:
+                if pending:
+                    yield "batch", pending, self._decode(pending)
+                    pending = []
+                yield "end", item
+            elif "__bad__" in item or "__corrupt__" in item:
+                yield "skip", item
+            else:
+                pending.append(item)
+                if len(pending) >= self.batch_clips:
+                    yield "batch", pending, self._decode(pending)
+                    pending = []
 
     def _decode(self, jobs: list[dict]) -> list[torch.Tensor | None]:
         """uint8 `K x T x C x S x S` per job (None: neither DALI nor PyAV could decode it)."""
@@ -395,11 +418,10 @@ class CacheBuilder:
             out.append(decoded[row : row + v])
         return out
 
-    def _flush(self, jobs: list[dict], units: dict[int, _UnitOut]) -> int:
-        """Decode, encode and write `jobs`; returns the clips written."""
-        if not jobs:
-            return 0
-        clips = self._decode(jobs)
+    def _write(
+        self, jobs: list[dict], clips: list[torch.Tensor | None], units: dict[int, _UnitOut]
+    ) -> int:
+        """Encode and write the decoded `clips` of `jobs`; returns the clips written."""
         good = [(job, clip) for job, clip in zip(jobs, clips, strict=True) if clip is not None]
         for job, clip in zip(jobs, clips, strict=True):
             if clip is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -483,6 +484,42 @@ def test_a_killed_build_resumes_without_redoing_complete_shards(source, tmp_path
     manifest = _finish(cfg, out)
     assert manifest["splits"]["train"]["clips"] == SHARDS * PER_SHARD
     assert len(_records(out)) == SHARDS * PER_SHARD * VIEWS
+
+
+def test_decoding_ahead_writes_the_cache_the_synchronous_build_writes(source, tmp_path) -> None:
+    """`data.prefetch` decodes batch k+1 in a thread while batch k is encoded and written:
+    the same batches in the same order, so the same bytes."""
+    ahead, inline = tmp_path / "ahead", tmp_path / "inline"
+    _build(_cfg(source, "data.prefetch=2"), ahead)
+    _build(_cfg(source, "data.prefetch=0"), inline)
+    for out in (ahead, inline):
+        _finish(_cfg(source), out)
+    a, b = _records(ahead), _records(inline)
+    assert len(a) == SHARDS * PER_SHARD * VIEWS and a.keys() == b.keys()
+    for key, record in a.items():
+        for name in ("cls", "json", EMBED, PATCHES):
+            assert record[name] == b[key][name], (key, name)
+
+
+@pytest.mark.timeout(120)
+def test_a_decode_failing_ahead_is_the_build_error_not_a_hang(source, tmp_path, monkeypatch):
+    cfg = _cfg(source, "data.prefetch=2")
+    out = tmp_path / "cache"
+    real = CacheBuilder._decode
+    calls = []
+
+    def fails_second(self, jobs):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise RuntimeError("decoder broke")
+        return real(self, jobs)
+
+    monkeypatch.setattr(CacheBuilder, "_decode", fails_second)
+    with pytest.raises(RuntimeError, match="decoder broke"):
+        _build(cfg, out)
+    assert calls == ["vivit-cache-decode"] * 2, "decoded in the background thread"
+    assert not part_path(out, "train", 0).exists(), "shard 0 was not finished"
+    assert not list(out.glob("*.tar")) and not list(out.glob(".*.tmp-*"))
 
 
 # ---------------------------------------------------------------- reader
