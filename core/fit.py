@@ -62,6 +62,10 @@ def fit(
     tracker = Tracker(cfg.tracking, run_dir, enabled=rank == 0)
     if start_step == 0:
         tracker.log_params(flatten(to_dict(cfg)) | trainer.param_counts)
+    if not tracker.settle(cfg.tracking.timeout_s):  # its start is setup, not training time
+        log.info(
+            "MLflow is still starting after %d s: training starts anyway", cfg.tracking.timeout_s
+        )
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
     metrics.truncate_after(start_step)  # the steps after it run again: no duplicate rows
     if rank == 0:

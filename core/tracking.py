@@ -55,6 +55,8 @@ QUEUE_SIZE = 10_000
 """Calls waiting for MLflow; beyond this they are dropped (with a warning) rather than block."""
 MAX_FAILURES = 3
 """Consecutive failed calls after which tracking is off for the rest of the run."""
+_SETTLE = "settle"
+"""A marker call: runs even after tracking gave up, so `settle` never waits for nothing."""
 
 
 def default_uri(run_dir: Path) -> str:
@@ -159,7 +161,7 @@ class Tracker:
                 if self._closing.is_set():
                     return
                 continue
-            if self._dead:
+            if self._dead and what != _SETTLE:
                 continue
             try:
                 fn()
@@ -170,6 +172,20 @@ class Tracker:
                 if what == "start" or self._failures >= MAX_FAILURES:
                     self._dead = True
                     log.warning("MLflow tracking is off for the rest of this run")
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, until every call queued so far has run or failed; True
+        if it did in time.
+
+        For the start of a run: MLflow's start (SQLite schema checks, creating the run) is
+        about a second of Python holding the GIL, and left in the background it runs inside
+        the first training steps and is counted as training time.
+        """
+        if not self.active:
+            return True
+        done = threading.Event()
+        self._submit(_SETTLE, done.set)
+        return done.wait(timeout_s)
 
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.active:

@@ -136,3 +136,47 @@ def test_worker_outliving_close_ends_cleanly(tmp_path: Path, black_hole: BlackHo
     finally:
         threading.excepthook = previous
     assert errors == [], f"tracking worker died with {errors!r}"
+
+
+def _slow_start(monkeypatch: pytest.MonkeyPatch, seconds: float, fail: bool = False) -> list:
+    """Replace MLflow's start with a sleep (then a failure if `fail`); the list records its end."""
+    ended: list[float] = []
+
+    def start(self, cfg, run_dir) -> None:
+        time.sleep(seconds)
+        ended.append(time.perf_counter())
+        if fail:
+            raise ConnectionError("no server")
+
+    monkeypatch.setattr(Tracker, "_start", start)
+    return ended
+
+
+def test_settle_waits_for_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ended = _slow_start(monkeypatch, 0.5)
+    tracker = Tracker(TrackingConfig(close_timeout_s=0), tmp_path, enabled=True)
+    assert tracker.settle(10)
+    assert ended and ended[0] <= time.perf_counter()
+    tracker._dead = True  # no MLflow behind the fake start: close() must not call it
+    tracker.close()
+
+
+def test_settle_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ended = _slow_start(monkeypatch, 2.0)
+    tracker = Tracker(TrackingConfig(close_timeout_s=0), tmp_path, enabled=True)
+    t0 = time.perf_counter()
+    assert not tracker.settle(0.2)
+    assert time.perf_counter() - t0 < 1.5 and not ended
+    tracker._dead = True
+    tracker.close()
+
+
+def test_settle_returns_once_tracking_gave_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _slow_start(monkeypatch, 0.0, fail=True)
+    tracker = Tracker(TrackingConfig(close_timeout_s=0), tmp_path, enabled=True)
+    t0 = time.perf_counter()
+    assert tracker.settle(5)
+    assert time.perf_counter() - t0 < 2 and not tracker.active
+    tracker.close()

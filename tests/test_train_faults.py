@@ -108,3 +108,34 @@ def test_unreachable_tracking_server_does_not_hold_training(clean: Path, tmp_pat
     assert summary["steps"] == 2 and (tmp_path / "run" / "summary.json").is_file()
     assert wall < summary["wall_s"] + 10
     assert wall < 120
+
+
+def test_tracking_start_runs_before_the_first_step(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's start is setup: it ends before training time starts counting."""
+    from core.tracking import Tracker
+    from core.trainer import Trainer
+
+    events: list[str] = []
+    start, train_step = Tracker._start, Trainer.train_step
+
+    def slow_start(self, *args, **kwargs):
+        time.sleep(1.0)
+        start(self, *args, **kwargs)
+        events.append("tracking started")
+
+    def first_step(self, *args, **kwargs):
+        events.append("step")
+        return train_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "_start", slow_start)
+    monkeypatch.setattr(Trainer, "train_step", first_step)
+    with mlflow_env_restored():
+        _run(
+            clean,
+            tmp_path / "run",
+            "tracking.enabled=true",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        )
+    assert events[:2] == ["tracking started", "step"]
