@@ -203,11 +203,10 @@ def _method(args: argparse.Namespace) -> BenchSpec:
     measure: the headline backbone and T (tiny debug ViT at T=8 with --quick), `--set` added."""
     backbone = grid.TINY_DEBUG if args.quick else grid.GPU_MAIN
     if args.backbones:  # one backbone by label, from either grid
-        known = {b.label: b for b in (grid.TINY_DEBUG, grid.SMALL_64PX, *grid.GPU_BACKBONES)}
-        label = args.backbones.split(",")[0].strip()
-        if label not in known:
-            raise SystemExit(f"vivit bench: unknown backbone {label!r}; known: {', '.join(known)}")
-        backbone = known[label]
+        try:
+            backbone = grid.backbone(args.backbones.split(",")[0].strip())
+        except ValueError as err:
+            raise SystemExit(f"vivit bench: {err}") from None
     frames = int(args.frames.split(",")[0]) if args.frames else (8 if args.quick else 32)
     method = _base(args, backbone, frames).with_(mode="frozen", adapter="attn")
     if args.overrides:

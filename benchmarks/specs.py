@@ -118,6 +118,16 @@ GPU_BACKBONES = [
 GPU_MAIN = GPU_BACKBONES[2]
 """The issue's headline target: ViViT-B/16 FE at 224^2, 32 frames, temporal depth 4, bf16, ZeRO-2."""
 
+
+def backbone(label: str) -> Backbone:
+    """The backbone of either grid (CPU or GPU) called `label`; a clear error naming the
+    known labels otherwise."""
+    known = {b.label: b for b in (TINY_DEBUG, SMALL_64PX, *GPU_BACKBONES)}
+    if label not in known:
+        raise ValueError(f"unknown backbone {label!r}; known: {', '.join(known)}")
+    return known[label]
+
+
 VARIANTS = [("full", "none"), ("frozen", "none"), ("frozen", "mlp"), ("frozen", "attn")]
 
 

@@ -97,3 +97,17 @@ def test_results_record_the_threads_the_runs_used(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     recorded = environment(["x"])["threads"]
     assert recorded == {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": "1"}
+
+
+def test_backbone_by_label_from_either_grid() -> None:
+    from benchmarks import specs
+
+    assert specs.backbone("tiny-debug") is specs.TINY_DEBUG
+    assert specs.backbone("ViT-B/16") is specs.GPU_MAIN
+    with pytest.raises(ValueError, match=r"'ViT-X'.*tiny-debug.*ViT-B/16"):
+        specs.backbone("ViT-X")
+
+
+def test_cache_bench_names_an_unknown_backbone(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown backbone 'ViT-X'"):
+        main(["cache", "--quick", "--backbones", "ViT-X", "--out", str(tmp_path)])
