@@ -112,3 +112,28 @@ def test_summary_reports_failed_and_missing_steps(tmp_path: Path) -> None:
     assert "| bench_train | TIMED OUT |" in text and "| install | ok |" in text
     assert "pytest: no report" in text and "demo: no results.json" in text
     assert "no target figures" in text and "bench cache: no figures" in text
+
+
+def test_summary_counts_the_warnings_of_run_log(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text(
+        "=== [bench_train] start\n"
+        "[rank0]:[W1126 10:57:04.232596960 ProcessGroupNCCL.cpp:1575] Warning: WARNING: "
+        "destroy_process_group() was not called before program exit, which can leak resources.\n"
+        "[rank0]:[W1126 10:50:18.630430173 ProcessGroupNCCL.cpp:1575] Warning: WARNING: "
+        "destroy_process_group() was not called before program exit, which can leak resources.\n"
+        "pid=1222 DeprecationWarning: `fork()` may deadlock\n"
+        "Traceback (most recent call last):\n"
+        "pytest: 3 tests, 0 failed, 0 errors\n"
+    )
+    text = summarise(tmp_path, tmp_path / "results", dry_run=False, log=log)
+    section = text.split("## Warnings and errors in run.log")[1]
+    assert "'destroy_process_group() was not called': 2 time(s)" in section
+    assert "- 2x `[rank#]:[W# #:#:#.# ProcessGroupNCCL.cpp:#] Warning:" in section
+    assert "Traceback (most recent call last):" in section and "'fork()'" in section
+    assert "0 errors" not in section and "=== [bench_train]" not in section
+    clean = tmp_path / "clean.log"
+    clean.write_text("=== [bench_train] exit 0\n")
+    text = summarise(tmp_path, tmp_path / "results", dry_run=False, log=clean)
+    assert "was not called': 0 time(s)" in text
+    assert "run.log: not found" in summarise(tmp_path, tmp_path / "results", dry_run=False)

@@ -184,7 +184,8 @@ wait_bg
 for f in bench_frames pytest demo; do cat "$WORK/logs/$f.log"; done
 
 # ---------------------------------------------------------------- summary + what comes back
-"$PY" benchmarks/gpu/summary.py --work "$WORK" --results "$RES" --out "$OUT/summary.md" --dry-run $DRY
+"$PY" benchmarks/gpu/summary.py --work "$WORK" --results "$RES" --out "$OUT/summary.md" --dry-run $DRY \
+  --log "$OUT/run.log"
 cat "$OUT/summary.md"
 tar czf "$OUT/results.tgz" -C "$WORK" --exclude='synthetic-shards' results logs steps.tsv \
   $(cd "$WORK" && ls -d pytest.xml demo/results.* 2>/dev/null)

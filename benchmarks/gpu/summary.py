@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.report import data_over_tensor, ratio_rows, targets  # noqa: E402
 
 MiB = 2**20
+NCCL_SHUTDOWN = "destroy_process_group() was not called"
+"""NCCL's exit warning: every `vivit train` of the 2026-11-26 check printed it; since 90d553b
+train, eval and cache build leave their process group, so the check should show none."""
+_WARNING = re.compile(r"warning|error\b|traceback", re.IGNORECASE)
+_NUMBERS = re.compile(r"\d+")
 
 
 def _steps(path: Path) -> list[str]:
@@ -147,7 +154,25 @@ def _demo(path: Path) -> list[str]:
     return lines
 
 
-def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
+def _warnings(log: Path | None, shown: int = 12) -> list[str]:
+    """The warning and error lines of run.log, numbers masked so that repeats group (pids,
+    timestamps), most frequent first; NCCL's exit warning counted on its own."""
+    if log is None or not log.is_file():
+        return ["run.log: not found"]
+    counts: Counter[str] = Counter()
+    nccl = 0
+    for line in log.read_text(errors="replace").splitlines():
+        nccl += NCCL_SHUTDOWN in line
+        if _WARNING.search(line):
+            counts[_NUMBERS.sub("#", line.strip()).replace("`", "'")[:200]] += 1
+    lines = [f"- NCCL's '{NCCL_SHUTDOWN}': {nccl} time(s) (expected 0)"]
+    lines += [f"- {n}x `{text}`" for text, n in counts.most_common(shown)]
+    if len(counts) > shown:
+        lines.append(f"- and {len(counts) - shown} more distinct lines")
+    return lines
+
+
+def summarise(work: Path, results_dir: Path, dry_run: bool, log: Path | None = None) -> str:
     res_path = results_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
     env = results.get("environment", {})
@@ -200,6 +225,7 @@ def summarise(work: Path, results_dir: Path, dry_run: bool) -> str:
     ]
     lines += ["## Tests", "", *_pytest(work / "pytest.xml"), ""]
     lines += ["## Demo --quick", "", *_demo(work / "demo" / "results.json"), ""]
+    lines += ["## Warnings and errors in run.log", "", *_warnings(log), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -209,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dry-run", type=int, default=0)
+    p.add_argument("--log", type=Path, default=None, help="run.log, scanned for warnings")
     args = p.parse_args(argv)
-    text = summarise(args.work, args.results, bool(args.dry_run))
+    text = summarise(args.work, args.results, bool(args.dry_run), args.log)
     args.out.write_text(text)
     return 0
 
