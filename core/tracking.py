@@ -56,7 +56,8 @@ QUEUE_SIZE = 10_000
 MAX_FAILURES = 3
 """Consecutive failed calls after which tracking is off for the rest of the run."""
 _SETTLE = "settle"
-"""A marker call: runs even after tracking gave up, so `settle` never waits for nothing."""
+"""A marker call: runs even after tracking gave up (so `settle` never waits for nothing) and
+does not count as an MLflow call that succeeded."""
 
 
 def default_uri(run_dir: Path) -> str:
@@ -161,7 +162,10 @@ class Tracker:
                 if self._closing.is_set():
                     return
                 continue
-            if self._dead and what != _SETTLE:
+            if what == _SETTLE:  # not an MLflow call: neither skipped nor a success
+                fn()
+                continue
+            if self._dead:
                 continue
             try:
                 fn()

@@ -180,3 +180,21 @@ def test_settle_returns_once_tracking_gave_up(
     assert tracker.settle(5)
     assert time.perf_counter() - t0 < 2 and not tracker.active
     tracker.close()
+
+
+def test_settle_is_not_an_mlflow_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures in a row still end tracking with a settle between them."""
+    _slow_start(monkeypatch, 0.0)
+    tracker = Tracker(TrackingConfig(close_timeout_s=0), tmp_path, enabled=True)
+    assert tracker.settle(5)
+
+    def broken() -> None:
+        raise ConnectionError("no server")
+
+    for _ in range(2):
+        tracker._submit("log_metrics", broken)
+    assert tracker.settle(5) and tracker.active
+    tracker._submit("log_metrics", broken)
+    assert tracker.settle(5)
+    assert not tracker.active, "the third failure in a row ends tracking"
+    tracker.close()
