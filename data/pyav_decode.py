@@ -2,12 +2,20 @@
 
 Used by the `pyav` decoder path, by the DALI path for codecs or sizes DALI cannot decode here,
 and by `vivit predict` for video files read directly.
+
+A clip's frames are usually a few frames spread over a video that is far longer than the
+clip. Decoding from the first frame to the last one asked for costs the whole video, so the
+decoder jumps to the key frame before each asked-for frame when that skips frames, and decodes
+only from there (`_decode_seeking`). Frames are told apart by their presentation time, so a
+jump that lands anywhere else, a frame the decoder drops or a stream without timestamps is
+noticed, and that video is decoded from its start instead (`_decode_from_start`), as before.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import av
 import numpy as np
@@ -16,30 +24,100 @@ import torch
 from data.augment import Box, crop_resize
 
 
-def decode_frames(data: bytes, indices: np.ndarray | list[int]) -> np.ndarray:
-    """`len(indices)×H×W×3` uint8 RGB; indices in any order, repeats allowed; past-the-end
-    indices repeat the last frame (DALI's `pad_mode="edge"`)."""
-    wanted = sorted({int(i) for i in indices})
-    if not wanted:
-        raise ValueError("no frame indices requested")
-    last = wanted[-1]
+@dataclass(frozen=True)
+class _FrameIndex:
+    """Presentation times of a stream's frames in display order, and for each frame the position
+    of the key frame decoding must start from."""
+
+    pts: list[int]
+    key_of: list[int]
+
+
+def _frame_index(container: av.container.InputContainer, stream) -> _FrameIndex | None:
+    """One pass over the packets (no decoding); None where times are missing or repeat."""
+    packets = []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker
+        if packet.pts is None:
+            return None
+        packets.append((int(packet.pts), bool(packet.is_keyframe)))
+    packets.sort()
+    pts = [p for p, _ in packets]
+    if not pts or not packets[0][1] or len(set(pts)) != len(pts):
+        return None
+    key_of, key = [], 0
+    for i, (_, is_key) in enumerate(packets):
+        key = i if is_key else key
+        key_of.append(key)
+    return _FrameIndex(pts, key_of)
+
+
+def _decode_seeking(
+    container: av.container.InputContainer, stream, index: _FrameIndex, wanted: list[int]
+) -> dict[int, np.ndarray] | None:
+    """The frames `wanted` (sorted, unique, within the stream), jumping to a key frame whenever
+    that skips frames; None if a frame does not come out where the index says it should."""
     got: dict[int, np.ndarray] = {}
-    previous = None
+    frames = None
+    next_frame = -1  # the frame the decoder emits next; -1: after the index pass, at the end
+    for want in wanted:
+        key = index.key_of[want]
+        if frames is None or key > next_frame:
+            container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        target = index.pts[want]
+        for frame in frames:
+            if frame.pts is None or frame.pts > target:
+                return None
+            if frame.pts == target:
+                got[want] = frame.to_ndarray(format="rgb24")
+                break
+        else:
+            return None
+        next_frame = want + 1
+    return got
+
+
+def _decode_from_start(data: bytes, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Frames counted as they come out, from the first to the last one wanted: ({index: frame}
+    of the wanted ones and of the last one decoded, that last index, which is below the last
+    wanted one when the video is shorter)."""
+    got: dict[int, np.ndarray] = {}
+    last, end, previous = max(wanted), -1, None
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted or i == last:
-                got[i] = frame.to_ndarray(format="rgb24")
-            previous = (i, frame)
-            if i >= last:
+        for end, frame in enumerate(container.decode(stream)):
+            if end in wanted:
+                got[end] = frame.to_ndarray(format="rgb24")
+            previous = frame
+            if end >= last:
                 break
     if previous is None:
         raise ValueError("video has no decodable frames")
-    end, frame = previous
     if end not in got:
-        got[end] = frame.to_ndarray(format="rgb24")
-    return np.stack([got[min(int(i), end)] for i in indices])
+        got[end] = previous.to_ndarray(format="rgb24")
+    return got, end
+
+
+def decode_frames(data: bytes, indices: np.ndarray | list[int]) -> np.ndarray:
+    """`len(indices)×H×W×3` uint8 RGB; indices in any order, repeats allowed; past-the-end
+    indices repeat the last frame (DALI's `pad_mode="edge"`)."""
+    asked = [int(i) for i in indices]
+    if not asked:
+        raise ValueError("no frame indices requested")
+    got = None
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        index = _frame_index(container, stream)
+        if index is not None:
+            end = len(index.pts) - 1
+            got = _decode_seeking(container, stream, index, sorted({min(i, end) for i in asked}))
+    if got is None:
+        got, end = _decode_from_start(data, set(asked))
+    return np.stack([got[min(i, end)] for i in asked])
 
 
 def decode_views(data: bytes, views: Sequence[tuple[np.ndarray, Box]], size: int) -> torch.Tensor:

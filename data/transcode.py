@@ -42,9 +42,20 @@ def codec_name(name: str) -> str:
 
 
 def encode_frames(
-    frames: np.ndarray, *, fps: float, codec: str = "vp9", gop: int = 8, lossless: bool = False
+    frames: np.ndarray,
+    *,
+    fps: float,
+    codec: str = "vp9",
+    gop: int = 8,
+    lossless: bool = False,
+    options: dict[str, str] | None = None,
+    container: str | None = None,
 ) -> bytes:
-    """Encode `T×H×W×3` uint8 RGB frames; `lossless` keeps pixel values exact (VP9 only)."""
+    """Encode `T×H×W×3` uint8 RGB frames; `lossless` keeps pixel values exact (VP9 only).
+
+    `options` are added to the encoder's (e.g. B-frames, open GOPs: what sources handed over
+    by `--codec copy` may hold); `container` replaces the codec's usual one (`h264`: a raw
+    stream whose packets carry no timestamps)."""
     if codec not in _ENCODER:
         raise ValueError(f"codec must be one of {sorted(_ENCODER)}, got '{codec}'")
     frames = np.ascontiguousarray(frames)
@@ -53,7 +64,8 @@ def encode_frames(
         raise ValueError(f"frame size must be even for yuv420p, got {w}x{h}")
     buf = io.BytesIO()
     # bitexact: no random segment UID, so the same frames give the same bytes (reproducible sets)
-    with av.open(buf, "w", format=_CONTAINER[codec][0], options={"fflags": "+bitexact"}) as out:
+    fmt = container or _CONTAINER[codec][0]
+    with av.open(buf, "w", format=fmt, options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(_ENCODER[codec], rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.gop_size = gop
@@ -62,7 +74,7 @@ def encode_frames(
             opts.update({"lossless": "1"} if lossless else {"crf": "20", "b": "0"})
         else:
             opts = {"preset": "veryfast", "crf": "18", "bf": "0", "g": str(gop), "threads": "1"}
-        stream.options = opts
+        stream.options = opts | (options or {})
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
