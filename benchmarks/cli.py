@@ -1,4 +1,4 @@
-"""`vivit bench {train,frames,data,recipe,cache} [--quick] [--out DIR]`: the time/memory suite.
+"""`vivit bench {train,frames,data,recipe,cache,decode} [--quick] [--out DIR]`: the time/memory suite.
 
 `vivit bench faults` re-runs the fault table instead (`benchmarks.faults`).
 
@@ -26,7 +26,7 @@ MiB = 2**20
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vivit bench", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["train", "frames", "data", "recipe", "cache"])
+    p.add_argument("what", choices=["train", "frames", "data", "recipe", "cache", "decode"])
     p.add_argument(
         "--quick", action="store_true", help="CPU smoke grid (tiny ViT), <= ~5 min on 2 cores"
     )
@@ -288,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
             synth_clips=args.synth_clips,
             timeout_s=args.timeout,
         )
+    elif args.what == "decode":
+        import torch
+
+        from benchmarks.decode_bench import default_grid, quick_grid, run_decode
+
+        dev = torch.device("cuda" if on_gpu else "cpu")
+        section = run_decode(quick_grid() if args.quick else default_grid(on_gpu), dev)
     else:
         from benchmarks.data_run import run_data
 

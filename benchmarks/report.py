@@ -524,6 +524,59 @@ def _data_md(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _decode_md(section: dict[str, Any]) -> list[str]:
+    dali = section.get("dali") or "DALI (not installed)"
+    lines = ["## Decoding a clip (`vivit bench decode`)", "", section.get("note", ""), ""]
+    lines += _table(
+        [
+            "video frames",
+            "T",
+            dali,
+            "PyAV, key-frame jumps",
+            "PyAV, from the start",
+            "from start / jumps",
+            f"{dali} / jumps",
+        ],
+        [
+            [
+                str(r["length"]),
+                str(r["frames"]),
+                _f(r["dali_ms"]),
+                _f(r["pyav_seek_ms"]),
+                _f(r["pyav_from_start_ms"]),
+                _f(r["from_start_over_seek"]),
+                _f(r["dali_over_pyav_seek"]),
+            ]
+            for r in section.get("rows", [])
+        ],
+    )
+    lines += ["One frame, the first vs the last of the video (ms per clip):", ""]
+    lines += _table(
+        [
+            "video frames",
+            f"{dali} first",
+            f"{dali} last",
+            "last / first",
+            "PyAV jumps first",
+            "PyAV jumps last",
+            "last / first",
+        ],
+        [
+            [
+                str(r["length"]),
+                _f(r["dali_early_ms"]),
+                _f(r["dali_late_ms"]),
+                _f(r["dali_late_over_early"]),
+                _f(r["pyav_seek_early_ms"]),
+                _f(r["pyav_seek_late_ms"]),
+                _f(r["pyav_seek_late_over_early"]),
+            ]
+            for r in section.get("one_frame", [])
+        ],
+    )
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole results.md."""
     env = results.get("environment", {})
@@ -560,6 +613,7 @@ def render(results: dict[str, Any]) -> str:
         ("recipe", _recipe_md),
         ("data", _data_md),
         ("cache", _cache_md),
+        ("decode", _decode_md),
     ):
         if key in results:
             lines += fn(results[key])

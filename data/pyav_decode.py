@@ -101,30 +101,40 @@ def _decode_from_start(data: bytes, wanted: set[int]) -> tuple[dict[int, np.ndar
     return got, end
 
 
-def decode_frames(data: bytes, indices: np.ndarray | list[int]) -> np.ndarray:
-    """`len(indices)×H×W×3` uint8 RGB; indices in any order, repeats allowed; past-the-end
-    indices repeat the last frame (DALI's `pad_mode="edge"`)."""
-    asked = [int(i) for i in indices]
-    if not asked:
-        raise ValueError("no frame indices requested")
-    got = None
+def _decode_with_jumps(data: bytes, asked: list[int]) -> tuple[dict[int, np.ndarray], int] | None:
+    """({index: frame} of the asked frames, the last frame's index), or None where the stream
+    must be decoded from its start."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         index = _frame_index(container, stream)
-        if index is not None:
-            end = len(index.pts) - 1
-            got = _decode_seeking(container, stream, index, sorted({min(i, end) for i in asked}))
-    if got is None:
-        got, end = _decode_from_start(data, set(asked))
+        if index is None:
+            return None
+        end = len(index.pts) - 1
+        got = _decode_seeking(container, stream, index, sorted({min(i, end) for i in asked}))
+    return None if got is None else (got, end)
+
+
+def decode_frames(data: bytes, indices: np.ndarray | list[int], seek: bool = True) -> np.ndarray:
+    """`len(indices)×H×W×3` uint8 RGB; indices in any order, repeats allowed; past-the-end
+    indices repeat the last frame (DALI's `pad_mode="edge"`). `seek=False` decodes from the
+    first frame (the reference the benchmark and tests compare with)."""
+    asked = [int(i) for i in indices]
+    if not asked:
+        raise ValueError("no frame indices requested")
+    found = _decode_with_jumps(data, asked) if seek else None
+    got, end = found if found is not None else _decode_from_start(data, set(asked))
     return np.stack([got[min(i, end)] for i in asked])
 
 
-def decode_views(data: bytes, views: Sequence[tuple[np.ndarray, Box]], size: int) -> torch.Tensor:
+def decode_views(
+    data: bytes, views: Sequence[tuple[np.ndarray, Box]], size: int, seek: bool = True
+) -> torch.Tensor:
     """Every view of one video, `(frame indices, crop box)` each, decoded by PyAV with every
     frame decoded once: uint8 `V×T×C×size×size` (the PyAV twin of `DaliClipDecoder.decode`;
     normalisation happens on the device, `data.augment.normalise`)."""
-    decoded = torch.from_numpy(decode_frames(data, np.concatenate([idx for idx, _ in views])))
+    indices = np.concatenate([idx for idx, _ in views])
+    decoded = torch.from_numpy(decode_frames(data, indices, seek=seek))
     out, start = [], 0
     for idx, box in views:
         out.append(crop_resize(decoded[start : start + len(idx)], box, size))
