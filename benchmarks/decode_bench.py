@@ -46,7 +46,7 @@ def quick_grid() -> DecodeGrid:
 
 def default_grid(on_gpu: bool) -> DecodeGrid:
     if on_gpu:  # NVDEC: H.264 at a training short side
-        return DecodeGrid((16, 64, 128, 300), (8, 32), 256, 224, "h264", 8, 16, 4, 5)
+        return DecodeGrid((16, 128, 300), (8, 32), 256, 224, "h264", 8, 8, 2, 3)
     return DecodeGrid((16, 64, 128, 300), (2, 8), 128, 32, "vp9", 8, 16, 4, 3)
 
 

@@ -125,6 +125,7 @@ if [ $DRY = 1 ]; then
   FRAMES=(--quick --no-small --search frames --frames-cap 16)
   PYTEST=(tests/test_gpu.py tests/test_config.py)
   DEMO=(--quick --no-tracking)
+  DECODE=(--quick)
 else
   SHARDS=(--clips 64 --val-clips 16 --frames 40 --size 256 --codec h264)
   TRAIN=(--backbones ViT-B/16 --frames 32 --match '_(full|frozen\+attn|frozen\+mlp)_T32_B8_bf16_z2$')
@@ -139,6 +140,7 @@ else
   PYTEST=(tests/test_gpu.py tests/test_engine.py tests/test_model.py tests/test_freezing.py
     tests/test_data_decode.py tests/test_config.py tests/test_precise_bn.py)
   DEMO=(--quick --no-tracking)
+  DECODE=()  # its GPU grid: H.264 at 256 px, 16/128/300-frame videos, T=8 and 32
 fi
 
 # ---------------------------------------------------------------- 1. build DeepSpeed's FusedAdam + H.264 shards
@@ -180,8 +182,12 @@ step bench_cache 90 "${VIVIT[@]}" bench cache --out "$RES" --data "$WORK/shards"
 bg bench_frames 300 "${VIVIT[@]}" bench frames --out "$RES" "${FRAMES[@]}" "${OPT[@]}"
 bg pytest 240 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$WORK/pytest.xml" "${PYTEST[@]}"
 bg demo 300 "${VIVIT[@]}" demo --out "$WORK/demo" "${DEMO[@]}"
+# Whether NVDEC's path seeks: one frame at the start vs at the end of 16/128/300-frame videos
+# (DALI's CPU decoder does not: the last frame of 300 costs 25x the first, 2026-11-27). Its own
+# results.json: the other steps write theirs at the same time.
+bg bench_decode 150 "${VIVIT[@]}" bench decode --out "$RES/decode" "${DECODE[@]}"
 wait_bg
-for f in bench_frames pytest demo; do cat "$WORK/logs/$f.log"; done
+for f in bench_frames pytest demo bench_decode; do cat "$WORK/logs/$f.log"; done
 
 # ---------------------------------------------------------------- summary + what comes back
 "$PY" benchmarks/gpu/summary.py --work "$WORK" --results "$RES" --out "$OUT/summary.md" --dry-run $DRY \

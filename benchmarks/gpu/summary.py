@@ -135,6 +135,38 @@ def _cache(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _decode(path: Path) -> list[str]:
+    """`bench_decode`: whether DALI seeks (the last frame of a long video costs about what the
+    first does) and what a clip costs against PyAV with key-frame jumps."""
+    if not path.is_file():
+        return ["bench decode: no results.json"]
+    section = json.loads(path.read_text()).get("decode", {})
+    dali = section.get("dali") or "DALI"
+    lines = []
+    for r in section.get("one_frame", []):
+        late = r.get("dali_late_over_early")
+        lines.append(
+            f"- {r['length']}-frame videos, one frame: {dali} first {_ms(r.get('dali_early_ms'))}, "
+            f"last {_ms(r.get('dali_late_ms'))} (last/first {_x(late)}); PyAV jumps last/first "
+            f"{_x(r.get('pyav_seek_late_over_early'))}"
+        )
+    for r in section.get("rows", []):
+        lines.append(
+            f"- {r['length']} frames, T={r['frames']}: {dali} {_ms(r.get('dali_ms'))} per clip, "
+            f"PyAV jumps {_ms(r.get('pyav_seek_ms'))}, PyAV from the start "
+            f"{_ms(r.get('pyav_from_start_ms'))}"
+        )
+    return lines or ["bench decode: no rows"]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _demo(path: Path) -> list[str]:
     if not path.is_file():
         return ["demo: no results.json"]
@@ -221,6 +253,12 @@ def summarise(work: Path, results_dir: Path, dry_run: bool, log: Path | None = N
         "## Stage 2 from cached tokens (bench cache)",
         "",
         *_cache(results.get("cache", {})),
+        "",
+    ]
+    lines += [
+        "## Decoding a clip (bench decode)",
+        "",
+        *_decode(results_dir / "decode" / "results.json"),
         "",
     ]
     lines += ["## Tests", "", *_pytest(work / "pytest.xml"), ""]
