@@ -14,6 +14,7 @@ noticed, and that video is decoded from its start instead (`_decode_from_start`)
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from data.augment import Box, crop_resize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,15 +106,21 @@ def _decode_from_start(data: bytes, wanted: set[int]) -> tuple[dict[int, np.ndar
 
 def _decode_with_jumps(data: bytes, asked: list[int]) -> tuple[dict[int, np.ndarray], int] | None:
     """({index: frame} of the asked frames, the last frame's index), or None where the stream
-    must be decoded from its start."""
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        index = _frame_index(container, stream)
-        if index is None:
-            return None
-        end = len(index.pts) - 1
-        got = _decode_seeking(container, stream, index, sorted({min(i, end) for i in asked}))
+    must be decoded from its start: also when reading its packets, jumping or decoding after a
+    jump fails (a damaged or odd stream may still decode in order; if not, that is the error
+    the caller sees)."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            index = _frame_index(container, stream)
+            if index is None:
+                return None
+            end = len(index.pts) - 1
+            got = _decode_seeking(container, stream, index, sorted({min(i, end) for i in asked}))
+    except Exception as exc:  # FFmpeg errors come in many types
+        log.debug("decoding with key-frame jumps failed (%s); decoding from the start", exc)
+        return None
     return None if got is None else (got, end)
 
 

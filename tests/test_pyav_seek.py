@@ -136,3 +136,21 @@ def test_a_jump_that_misses_its_frame_falls_back_to_the_start(monkeypatch, decod
     assert [_number(f) for f in decode_frames(data, [50, 51])] == [50, 51]
     assert len(decoded) == 4 + 52  # 48..51 before the miss was seen, then 0..51
     assert decoded[4:] == sorted(decoded[4:])
+
+
+def test_a_failing_jump_falls_back_to_the_start(monkeypatch, decoded):
+    data = encode_frames(_numbered(FRAMES), fps=25, codec="vp9", gop=GOP, lossless=True)
+
+    def refuse(self, *args, **kwargs):
+        raise av.error.PermissionError(1, "seek refused")  # an FFmpeg error, as av raises them
+
+    monkeypatch.setattr(_Counting, "seek", refuse, raising=False)
+    assert [_number(f) for f in decode_frames(data, [33, 60])] == [33, 60]
+    assert len(decoded) == 61  # nothing decoded before the refused jump, then 0..60 in order
+    assert decoded == sorted(decoded)
+
+
+def test_a_damaged_video_is_still_an_error():
+    data = encode_frames(_numbered(FRAMES), fps=25, codec="vp9", gop=GOP, lossless=True)
+    with pytest.raises(Exception):  # noqa: B017 (FFmpeg errors come in many types)
+        decode_frames(data[:200], [40])
