@@ -2,8 +2,9 @@
 
 Each file is decoded directly (DALI where it handles the codec here, else PyAV) into the views
 evaluation uses, and the checkpoint's model averages its logits over them. Class names come
-from the checkpoint. Errors (a missing or unreadable video, a checkpoint whose pinned spatial
-weights are missing or changed) are one line on stderr and exit status 2.
+from the checkpoint. A missing or unreadable video is one line on stderr, after the answers for
+the others, and the exit status is 2; a checkpoint that cannot be used (pinned spatial weights
+missing or changed, no class names) is one line on stderr and exit status 2, nothing predicted.
 
 `Predictor` is the composition root of prediction, as `launch.run` is of training: the one
 place where the video files and decoders (`data/`) meet the checkpoint's model (`core/`).
@@ -120,8 +121,8 @@ class Predictor:
         self.close()
 
 
-def report(predictor, predictions) -> dict:
-    """The `--json` object: the checkpoint, then each video's top classes."""
+def report(predictor, predictions, errors: dict[str, str] | None = None) -> dict:
+    """The `--json` object: the checkpoint, each video's top classes, the videos that failed."""
     return {
         "checkpoint": str(predictor.checkpoint),
         "step": predictor.meta.get("step"),
@@ -136,6 +137,7 @@ def report(predictor, predictions) -> dict:
             }
             for p in predictions
         ],
+        "errors": [{"video": v, "error": e} for v, e in (errors or {}).items()],
     }
 
 
@@ -148,28 +150,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)  # stdout is the answer; stderr stays quiet
     from data.video_file import VideoFileError, probe_video
 
-    try:
-        for video in args.videos:  # fail on a bad file before paying for the model
+    errors: dict[str, str] = {}
+    for video in args.videos:  # a bad file is named before the model is paid for
+        try:
             probe_video(video)
+        except VideoFileError as err:
+            errors[video] = str(err)
+    readable = [v for v in args.videos if v not in errors]
+    predictions = []
+    predictor = None
+    if readable:
         from core.predict import PredictError
 
         try:
             with Predictor(args.checkpoint, device=args.device, decoder=args.decoder) as predictor:
-                predictions = [predictor.predict(v, args.top_k) for v in args.videos]
-        except PredictError as err:
+                for video in readable:
+                    try:
+                        predictions.append(predictor.predict(video, args.top_k))
+                    except VideoFileError as err:
+                        errors[video] = str(err)
+        except PredictError as err:  # the checkpoint: nothing can be predicted
+            for message in errors.values():
+                print(f"vivit predict: {message}", file=sys.stderr)
             print(f"vivit predict: {err}", file=sys.stderr)
             return 2
-    except VideoFileError as err:
-        print(f"vivit predict: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report(predictor, predictions), indent=2))
-        return 0
-    for p in predictions:
-        print(f"{p.video}  ({p.views} views, {p.decoder})")
-        for c in p.top:
-            print(f"  {100 * c.prob:6.2f}%  {c.label}")
-    return 0
+    if args.json and predictor is not None:
+        print(json.dumps(report(predictor, predictions, errors), indent=2))
+    elif not args.json:
+        for p in predictions:
+            print(f"{p.video}  ({p.views} views, {p.decoder})")
+            for c in p.top:
+                print(f"  {100 * c.prob:6.2f}%  {c.label}")
+    for message in errors.values():  # after the answers, so the last line names a failure
+        print(f"vivit predict: {message}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 if __name__ == "__main__":

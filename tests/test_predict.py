@@ -110,7 +110,8 @@ def test_predict_json(trained: dict[str, Path], videos: list[tuple[Path, int]], 
     proc = run_predict(str(trained[mode]), *[str(p) for p, _ in videos], "--top-k", "3", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out.keys() == {"checkpoint", "step", "mode", "num_classes", "predictions"}
+    assert out.keys() == {"checkpoint", "step", "mode", "num_classes", "predictions", "errors"}
+    assert out["errors"] == []
     assert out["mode"] == mode and out["step"] == 2 and out["num_classes"] == len(CLASSES)
     assert [p["video"] for p in out["predictions"]] == [str(p) for p, _ in videos]
     assert [p["decoder"] for p in out["predictions"]] == ["dali-cpu", "pyav"]
@@ -153,17 +154,23 @@ def test_predictor_holds_the_checkpoint_weights(trained: dict[str, Path], mode: 
 
 @slow
 def test_bad_videos_are_one_line_errors(trained: dict[str, Path], videos, tmp_path: Path) -> None:
-    good = str(videos[0][0])
-    one_line_error(
-        run_predict(str(trained["full"]), good, str(tmp_path / "nope.mp4")),
-        "nope.mp4",
-        "no such file",
-    )
+    good, other = str(videos[0][0]), str(videos[1][0])
+    mixed = run_predict(str(trained["full"]), good, str(tmp_path / "nope.mp4"), other)
+    one_line_error(mixed, "nope.mp4", "no such file")
+    # the readable videos are still answered, in order, before the failure is named
+    answered = [line.split("  (")[0] for line in mixed.stdout.splitlines() if "views," in line]
+    assert answered == [good, other], mixed.stdout
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
-    one_line_error(
-        run_predict(str(trained["full"]), text.as_posix()), "notes.mp4", "not a readable"
-    )
+    only_bad = run_predict(str(trained["full"]), text.as_posix())
+    one_line_error(only_bad, "notes.mp4", "not a readable")
+    assert only_bad.stdout == ""
+    as_json = run_predict(str(trained["full"]), good, text.as_posix(), "--json")
+    assert as_json.returncode == 2, as_json.stderr[-3000:]
+    out = json.loads(as_json.stdout)
+    assert [p["video"] for p in out["predictions"]] == [good]
+    assert [e["video"] for e in out["errors"]] == [text.as_posix()]
+    assert "not a readable" in out["errors"][0]["error"]
     one_line_error(run_predict(str(tmp_path / "no-run"), good), "no complete checkpoint")
     if not torch.cuda.is_available():
         one_line_error(run_predict(str(trained["full"]), good, "--device", "cuda"), "no CUDA GPU")
