@@ -131,6 +131,8 @@ def decode_frames(data: bytes, indices: np.ndarray | list[int], seek: bool = Tru
     asked = [int(i) for i in indices]
     if not asked:
         raise ValueError("no frame indices requested")
+    if min(asked) < 0:
+        raise ValueError(f"frame indices must be >= 0, got {min(asked)}")
     found = _decode_with_jumps(data, asked) if seek else None
     got, end = found if found is not None else _decode_from_start(data, set(asked))
     return np.stack([got[min(i, end)] for i in asked])

@@ -92,9 +92,11 @@ def test_frames_within_reach_are_decoded_on_without_a_jump(decoded):
     assert decoded == sorted(decoded)
 
 
-def test_past_the_end_repeats_the_last_frame():
+def test_past_the_end_repeats_the_last_frame_and_negative_is_refused():
     data = encode_frames(_numbered(20), fps=25, codec="vp9", gop=GOP, lossless=True)
     assert [_number(f) for f in decode_frames(data, [30, 2, 19])] == [19, 2, 19]
+    with pytest.raises(ValueError, match="must be >= 0, got -1"):
+        decode_frames(data, [3, -1])  # would read from the end of the index otherwise
 
 
 @pytest.mark.parametrize(
