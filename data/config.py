@@ -41,6 +41,11 @@ class DataConfig:
     """DALI pipelines decoding shares of each batch at once, one thread each (on a GPU, one NVDEC
     session each); same batches, only decoded side by side. `vivit bench data --dali-pipelines
     1,2,4` measures what more buy on your machine."""
+    gop_trim: bool = True
+    """Hand DALI only the key-frame groups a clip needs, renumbered (`data/gop_trim.py`): DALI
+    decodes from a video's first frame, so a long video costs its whole length per clip. Exact
+    (same pixels); only for VP8/VP9 and B-frame-free H.264 with IDR key frames, and only where
+    it saves at least 32 frames of decoding. false: hand over whole videos."""
     prefetch: int = 2
     """Batches decoded ahead of the training step by a background thread (0: decode in series
     with the step, the synchronous reference)."""

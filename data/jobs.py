@@ -20,6 +20,7 @@ import torch
 from common.seeding import numpy_rng
 from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
+from data.gop_trim import trim_views
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
@@ -94,6 +95,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         start_step: int,
         num_classes: int,
         skip: int = 0,
+        gop_trim: bool = False,
     ):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
@@ -104,6 +106,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.dali_codecs, self.gpu = dali_codecs, gpu
         self.seed, self.start_step = seed, start_step
         self.skip = skip
+        self.gop_trim = gop_trim
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
         n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
@@ -140,6 +143,9 @@ class ClipJobs(torch.utils.data.IterableDataset):
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
             if not self.gpu or gpu_decodable(codec, meta["width"], meta["height"]):
+                cut = trim_views(data, views, codec) if self.gop_trim else None
+                if cut is not None:
+                    data, views = cut
                 return {"label": label, "data": data, "views": views}
             fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
         else:

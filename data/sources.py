@@ -124,6 +124,7 @@ class StreamingBatches(PrefetchedPasses):
             dali_codecs=self.dali_codecs,
             gpu=self.device.type == "cuda",
             num_classes=self.num_classes,
+            gop_trim=cfg.gop_trim,
             **job_options,
         )
 

@@ -20,6 +20,7 @@ import torch
 
 from data.augment import Box, eval_boxes
 from data.dali_decode import DaliClipDecoder, gpu_decodable
+from data.gop_trim import trim_views
 from data.pyav_decode import decode_views
 from data.sampling import eval_indices
 from data.transcode import codec_name, kept_frames
@@ -117,16 +118,20 @@ def read_views(
     *,
     size: int,
     dali: DaliClipDecoder | None,
+    gop_trim: bool = True,
 ) -> tuple[torch.Tensor, str]:
     """(uint8 `V×T×C×size×size` views, name of the decoder that made them); normalise them on
-    the model's device (`data.augment.normalise`), as the shard loader does."""
+    the model's device (`data.augment.normalise`), as the shard loader does. `gop_trim`: DALI
+    gets only the key-frame groups the views need (`data.gop_trim`), as in the loader."""
     data = info.path.read_bytes()
     if (
         dali is not None
         and info.codec in dali.codecs
         and (not dali.gpu or gpu_decodable(info.codec, info.width, info.height))
     ):
-        decoded, bad = dali.decode([(data, idx, box) for idx, box in views])
+        cut = trim_views(data, views, info.codec) if gop_trim else None
+        cut_data, cut_views = cut if cut is not None else (data, views)
+        decoded, bad = dali.decode([(cut_data, idx, box) for idx, box in cut_views])
         if decoded is not None and not bad:
             return decoded, dali.name
         log.warning("%s: DALI could not decode it; trying PyAV", info.path)

@@ -105,7 +105,9 @@ class Predictor:
             clip_fps=self.meta.get("clip_fps"),
             clip_max_seconds=self.meta.get("clip_max_seconds"),
         )
-        clips, used = read_views(info, views, size=self.cfg.spatial.img_size, dali=self.dali)
+        clips, used = read_views(
+            info, views, size=self.cfg.spatial.img_size, dali=self.dali, gop_trim=data.gop_trim
+        )
         frames = normalise(clips.to(c.device), c.mean, c.std, c.dtype)
         return Prediction(str(video), len(views), used, c.top(frames, top_k))
 

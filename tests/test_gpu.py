@@ -34,6 +34,29 @@ def test_dali_mixed_decodes_h264_exact_frames() -> None:
     assert torch.allclose(values, expected, atol=6), "lossy H.264: levels are far apart, atol small"
 
 
+def test_dali_mixed_decodes_a_cut_h264_video_as_the_whole_one() -> None:
+    """NVDEC on the key-frame groups `data.gop_trim` cuts out: the same pixels as on the whole
+    video (checked on the CPU decoder in tests/test_gop_trim.py; NVDEC is another decoder)."""
+    from data.dali_decode import DaliClipDecoder
+    from data.gop_trim import trim_views
+    from data.transcode import encode_frames
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 255, (120, 8, 8, 3)).astype(np.uint8)
+    frames = np.repeat(np.repeat(blocks, 8, 1), 8, 2)  # 64 px: above NVDEC's minimum
+    data = encode_frames(frames, fps=25, codec="h264", gop=8)
+    views = [
+        (np.array([3, 40, 90, 119]), (0, 0, 1, 1)),
+        (np.array([60, 61, 62, 9]), (0.1, 0, 1, 1)),
+    ]
+    cut = trim_views(data, views, "h264")
+    assert cut is not None
+    dec = DaliClipDecoder(max_batch=2, size=32, device=torch.device("cuda:0"), num_threads=2)
+    whole, bad = dec.decode([(data, idx, box) for idx, box in views])
+    part, bad_cut = dec.decode([(cut[0], idx, box) for idx, box in cut[1]])
+    assert bad == bad_cut == [] and torch.equal(whole, part)
+
+
 def _steps(trainer, n: int, start: int = 0) -> list[float]:
     stream = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=5).batches(start)
     return [float(trainer.train_step(*next(stream))) for _ in range(n)]

@@ -1,0 +1,124 @@
+"""Cut a video down to the groups of pictures its clips need, for a decoder that cannot jump.
+
+DALI's video decoder (2.4) decodes an in-memory video from its first frame up to the last
+frame asked for: on the CPU the last of 300 frames costs 25x the first (`vivit bench decode`),
+and NVDEC's decoder is built from the same code without a frame index. A training clip is a
+few frames spread over the whole video, so most of that decoding is thrown away.
+
+`trim_views` hands the decoder a remuxed copy holding, for each asked-for frame, only the
+packets from the key frame before it up to it, and renumbers the views' frame indices into
+that copy. The decoder then returns the same pixels, bit for bit, for a fraction of the work.
+That holds only where each key frame resets the decoder and nothing is reordered, so the cut
+is made only for such streams: VP8/VP9, and H.264 whose key frames are IDR pictures, with
+every packet timed and decode order equal to display order (no B-frames). Everything else,
+and any error while cutting, leaves the video as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+
+import av
+import numpy as np
+
+from data.augment import Box
+
+log = logging.getLogger(__name__)
+
+View = tuple[np.ndarray, Box]
+
+# codec (metadata name) -> container the cut copy is written in
+TRIM_CONTAINERS = {"vp8": "webm", "vp9": "webm", "h264": "mp4"}
+
+# Cutting costs a pass over the packets and a remux (2-5 ms per clip on a 2-core Xeon at 64-128
+# px): below this many frames saved it is not worth it, and the demo's 16-frame clips are never cut.
+MIN_SAVED_FRAMES = 32
+
+
+def _h264_idr(payload: bytes) -> bool:
+    """Whether an H.264 packet holds an IDR picture (NAL type 5): the only key frames after
+    which no later picture refers to an earlier one. Length-prefixed (MP4) or Annex-B units."""
+    if payload[:3] == b"\x00\x00\x01" or payload[:4] == b"\x00\x00\x00\x01":
+        units = [u for u in payload.split(b"\x00\x00\x01")[1:] if u]
+        return any(u[0] & 0x1F == 5 for u in units)
+    pos = 0
+    while pos + 4 < len(payload):
+        size = int.from_bytes(payload[pos : pos + 4], "big")
+        if size <= 0 or pos + 4 + size > len(payload):
+            return False
+        if payload[pos + 4] & 0x1F == 5:
+            return True
+        pos += 4 + size
+    return False
+
+
+def _segments(key_of: list[int], wanted: list[int]) -> list[tuple[int, int]]:
+    """(first, last) packet ranges, sorted and merged: each wanted frame with its key frame."""
+    out: list[list[int]] = []
+    for want in wanted:
+        start = key_of[want]
+        if out and start <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], want)
+        else:
+            out.append([start, want])
+    return [(a, b) for a, b in out]
+
+
+def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[View]] | None:
+    with av.open(io.BytesIO(data)) as src:
+        stream = src.streams.video[0]
+        packets = [p for p in src.demux(stream) if p.size]
+        if not packets or any(p.pts is None for p in packets):
+            return None
+        pts = [int(p.pts) for p in packets]
+        if any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
+            return None  # reordered frames (B-frames): a cut could drop a reference
+        keys = [bool(p.is_keyframe) and (codec != "h264" or _h264_idr(bytes(p))) for p in packets]
+        if not keys[0]:
+            return None
+        key_of, key = [], 0
+        for i, is_key in enumerate(keys):
+            key = i if is_key else key
+            key_of.append(key)
+        last = len(packets) - 1
+        wanted = sorted({min(int(i), last) for idx, _ in views for i in idx})
+        segments = _segments(key_of, wanted)
+        kept = sum(b - a + 1 for a, b in segments)
+        if wanted[-1] + 1 - kept < MIN_SAVED_FRAMES:
+            return None
+        step = max(pts[1] - pts[0], 1) if len(pts) > 1 else 1
+        renumber: dict[int, int] = {}
+        buf = io.BytesIO()
+        with av.open(buf, "w", format=TRIM_CONTAINERS[codec]) as out:
+            out_stream = out.add_stream_from_template(stream)
+            for first, end in segments:
+                for i in range(first, end + 1):
+                    packet = packets[i]
+                    packet.stream = out_stream
+                    packet.pts = packet.dts = len(renumber) * step
+                    packet.duration = step
+                    renumber[i] = len(renumber)
+                    out.mux(packet)
+    cut_views = [
+        (np.asarray([renumber[min(int(i), last)] for i in idx], np.int32), box)
+        for idx, box in views
+    ]
+    return buf.getvalue(), cut_views
+
+
+def trim_views(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[View]] | None:
+    """(the cut video, the views renumbered into it), or None where the video is better left
+    whole: a stream the cut would not be exact for, or one that saves fewer than
+    `MIN_SAVED_FRAMES` frames of decoding."""
+    if codec not in TRIM_CONTAINERS or not views:
+        return None
+    asked = {int(i) for idx, _ in views for i in idx}
+    if not asked or max(asked) + 1 - len(asked) < MIN_SAVED_FRAMES:
+        return None  # cannot save enough even with a key frame at every asked frame: not read
+    try:
+        return _cut(data, views, codec)
+    except Exception as exc:  # FFmpeg errors come in many types; the decoder will report it
+        log.debug("could not cut a %s video to its key-frame groups: %s", codec, exc)
+        return None
