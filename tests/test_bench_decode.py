@@ -20,13 +20,14 @@ def test_bench_decode_quick_writes_both_sides_and_their_ratios(tmp_path: Path) -
         (n, t) for n in grid.lengths for t in grid.frames
     ]
     for row in section["rows"]:
-        for key in ("dali_ms", "pyav_seek_ms", "pyav_from_start_ms"):
+        for key in ("dali_ms", "dali_cut_ms", "pyav_seek_ms", "pyav_from_start_ms"):
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
         assert row["from_start_over_seek"] == row["pyav_from_start_ms"] / row["pyav_seek_ms"]
         assert row["dali_over_pyav_seek"] == row["dali_ms"] / row["pyav_seek_ms"]
+        assert row["dali_over_dali_cut"] == row["dali_ms"] / row["dali_cut_ms"]
     assert [r["length"] for r in section["one_frame"]] == list(grid.lengths)
     for row in section["one_frame"]:
         assert row["dali_late_over_early"] == row["dali_late_ms"] / row["dali_early_ms"]
     md = (out / "results.md").read_text()
     assert "## Decoding a clip (`vivit bench decode`)" in md
-    assert "| 128 | 8 |" in md and "last / first" in md
+    assert "| 128 | 8 |" in md and "last / first" in md and "cut to key-frame groups" in md

@@ -147,12 +147,14 @@ def _decode(path: Path) -> list[str]:
         late = r.get("dali_late_over_early")
         lines.append(
             f"- {r['length']}-frame videos, one frame: {dali} first {_ms(r.get('dali_early_ms'))}, "
-            f"last {_ms(r.get('dali_late_ms'))} (last/first {_x(late)}); PyAV jumps last/first "
+            f"last {_ms(r.get('dali_late_ms'))} (last/first {_x(late)}), last from the cut video "
+            f"{_ms(r.get('dali_cut_late_ms'))}; PyAV jumps last/first "
             f"{_x(r.get('pyav_seek_late_over_early'))}"
         )
     for r in section.get("rows", []):
         lines.append(
             f"- {r['length']} frames, T={r['frames']}: {dali} {_ms(r.get('dali_ms'))} per clip, "
+            f"on the cut video {_ms(r.get('dali_cut_ms'))} (cut included), "
             f"PyAV jumps {_ms(r.get('pyav_seek_ms'))}, PyAV from the start "
             f"{_ms(r.get('pyav_from_start_ms'))}"
         )
