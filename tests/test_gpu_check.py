@@ -102,6 +102,7 @@ def test_run_sh_dry_run_walks_every_step(tmp_path: Path) -> None:
     summary = (out / "summary.md").read_text()
     assert "DRY RUN" in summary and "loader-inclusive" in summary and "torch AdamW" in summary
     assert "by data.dali_pipelines" in summary
+    assert "DALI on whole videos (data.gop_trim=false)" in summary
     assert "cache_speedup" in summary
     assert "128-frame videos, one frame: dali-cpu first" in summary
     assert {p.name for p in out.iterdir()} == {"summary.md", "run.log", "results.tgz"}

@@ -234,7 +234,8 @@ def summarise(work: Path, results_dir: Path, dry_run: bool, log: Path | None = N
             r = part["result"]
             lines.append(
                 f"- data pipeline: {r.get('dali_decoder')} {r.get('dali_clips_per_s', 0):.1f} clips/s vs "
-                f"PyAV DataLoader {r.get('pyav_clips_per_s', 0):.1f} clips/s ({r.get('dali_over_pyav', 0):.2f}x)"
+                f"PyAV DataLoader {r.get('pyav_clips_per_s', 0):.1f} clips/s ({r.get('dali_over_pyav', 0):.2f}x); "
+                f"DALI on whole videos (data.gop_trim=false) {r.get('dali_whole_videos_clips_per_s', 0):.1f} clips/s"
             )
             sweep = r.get("dali_clips_per_s_by_pipelines", {})
             if len(sweep) > 1:
