@@ -50,6 +50,7 @@ from data.config import DataConfig
 from data.dali_decode import gpu_decodable
 from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
+from data.gop_trim import trim_views
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.prefetch import Prefetcher
@@ -146,7 +147,12 @@ class CacheJobs(torch.utils.data.IterableDataset):
         data, codec = bytes(sample[ext]), meta.get("codec", "?")
         dali = self.dali_codecs is not None and codec in self.dali_codecs
         if dali and (not self.gpu or gpu_decodable(codec, meta["width"], meta["height"])):
-            return job | {"data": data}  # decoded by DALI in the main process
+            # decoded by DALI in the main process; "views" stay the video's own frame numbers
+            # (they are written with the tokens), "decode" are those of the cut video
+            cut = trim_views(data, views, codec) if cfg.gop_trim else None
+            if cut is not None:
+                return job | {"data": cut[0], "decode": cut[1]}
+            return job | {"data": data, "decode": views}
         return job | {"frames": decode_views(data, views, self.size).numpy()}
 
     def __iter__(self) -> Iterator[dict]:
@@ -393,7 +399,7 @@ class CacheBuilder:
 
     def _decode(self, jobs: list[dict]) -> list[torch.Tensor | None]:
         """uint8 `K x T x C x S x S` per job (None: neither DALI nor PyAV could decode it)."""
-        flat = [(j["data"], idx, box) for j in jobs if "data" in j for idx, box in j["views"]]
+        flat = [(j["data"], idx, box) for j in jobs if "data" in j for idx, box in j["decode"]]
         decoded, bad = (None, [])
         if flat:
             assert self._dali is not None
@@ -408,7 +414,7 @@ class CacheBuilder:
             pos += v
             if any(start <= b < start + v for b in bad):
                 try:
-                    out.append(decode_views(job["data"], job["views"], self.size))
+                    out.append(decode_views(job["data"], job["decode"], self.size))
                 except Exception as e:  # truly corrupt
                     log.debug("PyAV could not decode a clip DALI refused either: %s", e)
                     out.append(None)

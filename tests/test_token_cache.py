@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import data.cache_build
 from common.seeding import numpy_rng, seed_torch
 from core.cache_spec import cache_spec
 from core.freezing import freeze_spatial
@@ -32,6 +33,7 @@ from data.cache_format import (
     view_bytes,
     view_shard_name,
 )
+from data.gop_trim import trim_views
 from data.jobs import ClipJobs, flip_policy, train_view
 from data.loader import open_cached_train_batches, read_manifest
 from data.pyav_decode import decode_views
@@ -497,6 +499,42 @@ def test_decoding_ahead_writes_the_cache_the_synchronous_build_writes(source, tm
     a, b = _records(ahead), _records(inline)
     assert len(a) == SHARDS * PER_SHARD * VIEWS and a.keys() == b.keys()
     for key, record in a.items():
+        for name in ("cls", "json", EMBED, PATCHES):
+            assert record[name] == b[key][name], (key, name)
+
+
+def test_cut_videos_write_the_cache_whole_videos_write(tmp_path, monkeypatch) -> None:
+    """`data.gop_trim`: DALI decodes only each clip's key-frame groups, yet the tokens and the
+    frame numbers written with them are those of the whole video."""
+    rng = np.random.default_rng(7)
+    long = [
+        np.clip(
+            rng.integers(0, 256, (1, 32, 32, 3)) + 2 * np.arange(96)[:, None, None, None], 0, 255
+        )
+        for _ in range(3)
+    ]
+    recs = [
+        (f"l{i:03d}", video_record(c.astype(np.uint8), i % NUM_CLASSES)) for i, c in enumerate(long)
+    ]
+    root = write_shard_set(tmp_path / "src", {"train": [recs], "val": [recs[:1]]}, list("abcd"))
+    cuts: list[bool] = []
+
+    def counted(data, views, codec):
+        cut = trim_views(data, views, codec)
+        cuts.append(cut is not None)
+        return cut
+
+    monkeypatch.setattr(data.cache_build, "trim_views", counted)
+    outs = {}
+    for trim in ("true", "false"):
+        outs[trim] = tmp_path / f"cut-{trim}"
+        _build(_cfg(root, "data.decoder=auto", f"data.gop_trim={trim}"), outs[trim])
+        _finish(_cfg(root), outs[trim])
+    assert cuts == [True] * 3  # gop_trim=true only, every clip
+    a, b = _records(outs["true"]), _records(outs["false"])
+    assert len(a) == 3 * VIEWS and a.keys() == b.keys()
+    for key, record in a.items():
+        assert max(json.loads(record["json"])["frames"]) > 32  # the video's own numbering
         for name in ("cls", "json", EMBED, PATCHES):
             assert record[name] == b[key][name], (key, name)
 
