@@ -73,8 +73,8 @@ def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[Vi
         if not packets or any(p.pts is None for p in packets):
             return None
         pts = [int(p.pts) for p in packets]
-        if any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
-            return None  # reordered frames (B-frames): a cut could drop a reference
+        if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
+            return None  # reordered frames (B-frames) or an edit list: frame numbers may differ
         keys = [bool(p.is_keyframe) and (codec != "h264" or _h264_idr(bytes(p))) for p in packets]
         if not keys[0]:
             return None
