@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from data.augment import Box
+from data.bitstream import h264_idr, vp8_shown
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,6 @@ TRIM_CONTAINERS = {"vp8": "webm", "vp9": "webm", "h264": "mp4"}
 # Cutting costs a pass over the packets and a remux (2-5 ms per clip on a 2-core Xeon at 64-128
 # px): below this many frames saved it is not worth it, and the demo's 16-frame clips are never cut.
 MIN_SAVED_FRAMES = 32
-
-
-def _h264_idr(payload: bytes) -> bool:
-    """Whether an H.264 packet holds an IDR picture (NAL type 5): the only key frames after
-    which no later picture refers to an earlier one. Length-prefixed (MP4) or Annex-B units."""
-    if payload[:3] == b"\x00\x00\x01" or payload[:4] == b"\x00\x00\x00\x01":
-        units = [u for u in payload.split(b"\x00\x00\x01")[1:] if u]
-        return any(u[0] & 0x1F == 5 for u in units)
-    pos = 0
-    while pos + 4 < len(payload):
-        size = int.from_bytes(payload[pos : pos + 4], "big")
-        if size <= 0 or pos + 4 + size > len(payload):
-            return False
-        if payload[pos + 4] & 0x1F == 5:
-            return True
-        pos += 4 + size
-    return False
 
 
 def _segments(key_of: list[int], wanted: list[int]) -> list[tuple[int, int]]:
@@ -75,7 +59,9 @@ def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[Vi
         pts = [int(p.pts) for p in packets]
         if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
             return None  # reordered frames (B-frames) or an edit list: frame numbers may differ
-        keys = [bool(p.is_keyframe) and (codec != "h264" or _h264_idr(bytes(p))) for p in packets]
+        if codec == "vp8" and not all(vp8_shown(bytes(p)) for p in packets):
+            return None  # a hidden frame in a packet of its own: packets are not frames
+        keys = [bool(p.is_keyframe) and (codec != "h264" or h264_idr(bytes(p))) for p in packets]
         if not keys[0]:
             return None
         key_of, key = [], 0

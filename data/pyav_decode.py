@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from data.augment import Box, crop_resize
+from data.bitstream import vp8_shown
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,13 @@ class _FrameIndex:
 
 def _frame_index(container: av.container.InputContainer, stream) -> _FrameIndex | None:
     """One pass over the packets (no decoding); None where times are missing or repeat."""
+    vp8 = stream.codec_context.name == "vp8"
     packets = []
     for packet in container.demux(stream):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker
-        if packet.pts is None:
-            return None
+        if packet.pts is None or (vp8 and not vp8_shown(bytes(packet))):
+            return None  # untimed, or a hidden frame of its own: packets are not frames
         packets.append((int(packet.pts), bool(packet.is_keyframe)))
     packets.sort()
     pts = [p for p, _ in packets]

@@ -15,8 +15,8 @@ import av
 import numpy as np
 
 CODECS = ("copy", "h264", "vp9")
-_ENCODER = {"h264": "libx264", "vp9": "libvpx-vp9"}
-_CONTAINER = {"h264": ("mp4", "mp4"), "vp9": ("webm", "webm")}
+_ENCODER = {"h264": "libx264", "vp9": "libvpx-vp9", "vp8": "libvpx"}  # vp8: tests only
+_CONTAINER = {"h264": ("mp4", "mp4"), "vp9": ("webm", "webm"), "vp8": ("webm", "webm")}
 # codec name as PyAV reports it -> container that can hold a stream copy
 _COPY_CONTAINER = {"vp8": "webm", "vp9": "webm", "av1": "webm"}
 
@@ -72,6 +72,8 @@ def encode_frames(
         if codec == "vp9":
             opts = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "row-mt": "0"}
             opts.update({"lossless": "1"} if lossless else {"crf": "20", "b": "0"})
+        elif codec == "vp8":
+            opts = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "crf": "10"}
         else:
             opts = {"preset": "veryfast", "crf": "18", "bf": "0", "g": str(gop), "threads": "1"}
         stream.options = opts | (options or {})

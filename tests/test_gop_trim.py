@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import data.jobs
+from data.bitstream import h264_idr
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder
-from data.gop_trim import MIN_SAVED_FRAMES, _h264_idr, trim_views
+from data.gop_trim import MIN_SAVED_FRAMES, trim_views
 from data.pyav_decode import decode_frames
 from data.sampling import eval_indices, train_indices
 from data.transcode import encode_frames
@@ -99,11 +100,24 @@ def test_h264_key_frames_count_only_as_idr_pictures() -> None:
     """A key-flagged H.264 picture that is not IDR (an open GOP's I-frame) may be followed by
     pictures that refer to frames before it: no cut starts there."""
     avcc = lambda *units: b"".join(len(u).to_bytes(4, "big") + u for u in units)  # noqa: E731
-    assert _h264_idr(avcc(b"\x06sei", b"\x65idr-slice"))
-    assert not _h264_idr(avcc(b"\x06sei", b"\x41i-or-p-slice"))  # type 1: non-IDR picture
-    assert _h264_idr(b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")  # Annex-B
-    assert not _h264_idr(b"\x00\x00\x01\x41p-slice")
-    assert not _h264_idr(b"\x00\x00\x00\xffshort")  # a length past the end
+    assert h264_idr(avcc(b"\x06sei", b"\x65idr-slice"))
+    assert not h264_idr(avcc(b"\x06sei", b"\x41i-or-p-slice"))  # type 1: non-IDR picture
+    assert h264_idr(b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")  # Annex-B
+    assert not h264_idr(b"\x00\x00\x01\x41p-slice")
+    assert not h264_idr(b"\x00\x00\x00\xffshort")  # a length past the end
+
+
+def test_vp8_with_a_hidden_frame_in_its_own_packet_is_left_whole(monkeypatch) -> None:
+    import data.gop_trim as gop_trim
+
+    data = encode_frames(_noise(FRAMES), fps=25, codec="vp8", gop=GOP)
+    views = [(np.array([5, 70]), WHOLE)]
+    cut = trim_views(data, views, "vp8")
+    assert cut is not None  # FFmpeg's VP8: every packet holds a shown frame
+    got = decode_frames(cut[0], cut[1][0][0], seek=False)
+    assert np.array_equal(got, decode_frames(data, [5, 70], seek=False))
+    monkeypatch.setattr(gop_trim, "vp8_shown", lambda payload: False)
+    assert trim_views(data, views, "vp8") is None
 
 
 def test_short_savings_are_not_worth_a_cut() -> None:

@@ -156,3 +156,24 @@ def test_a_damaged_video_is_still_an_error():
     data = encode_frames(_numbered(FRAMES), fps=25, codec="vp9", gop=GOP, lossless=True)
     with pytest.raises(Exception):  # noqa: B017 (FFmpeg errors come in many types)
         decode_frames(data[:200], [40])
+
+
+def test_vp8_packets_are_frames_only_when_every_frame_is_shown(monkeypatch, decoded):
+    """A VP8 alt-ref frame in a packet of its own (FFmpeg packs it with the next shown frame;
+    other muxers may not) would number packets and frames differently: decode from the start."""
+    from data import bitstream
+
+    opts = {"auto-alt-ref": "1", "lag-in-frames": "16", "deadline": "good", "b": "400k"}
+    data = encode_frames(_noise(FRAMES, seed=3), fps=25, codec="vp8", gop=GOP, options=opts)
+    assert bitstream.vp8_shown(b"\x10\x02\x00") and not bitstream.vp8_shown(b"\x00\x02\x00")
+    assert not bitstream.vp8_shown(b"")
+    want = decode_frames(data, [61], seek=False)
+    decoded.clear()
+    assert np.array_equal(decode_frames(data, [61]), want)
+    assert len(decoded) <= GOP  # FFmpeg's VP8: every packet shown, so it jumps
+
+    shown = iter([True] * 30 + [False] + [True] * 1000)  # the 31st packet: a hidden frame
+    monkeypatch.setattr(pyav_decode, "vp8_shown", lambda payload: next(shown))
+    decoded.clear()
+    assert np.array_equal(decode_frames(data, [61]), want)
+    assert len(decoded) == 62  # from the first frame
