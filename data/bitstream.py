@@ -1,11 +1,15 @@
-"""What a compressed packet's own bytes say, where the container's flags are not enough.
+"""A video stream's packets read once, and what their own bytes say where the container's flags
+are not enough.
 
-Key frames and frame numbering decide where decoding may start (`data.pyav_decode`'s jumps,
-`data.gop_trim`'s cuts): an H.264 key frame is a safe start only if it is an IDR picture, and a
-packet is one frame of the video only if the frame in it is shown.
+Both places that start decoding somewhere else than the first frame (`data.pyav_decode`'s
+jumps, `data.gop_trim`'s cuts) number frames by packets and start at key frames: a packet is one
+frame only if the frame in it is shown, and an H.264 key frame is a safe start only if it is an
+IDR picture.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 def h264_idr(payload: bytes) -> bool:
@@ -30,3 +34,26 @@ def vp8_shown(payload: bytes) -> bool:
     packet of its own is not: packets would then outnumber the frames the decoder puts out.
     FFmpeg packs such frames with the next shown one; other muxers may not."""
     return bool(payload) and bool(payload[0] & 0x10)
+
+
+def read_packets(container, stream) -> list | None:
+    """The stream's data packets in decode order, read once (no decoding); None where packets
+    are not frames one to one: a packet without a time, or a VP8 frame that is not shown."""
+    vp8 = stream.codec_context.name == "vp8"
+    packets = []
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream marker
+        if packet.pts is None or (vp8 and not vp8_shown(bytes(packet))):
+            return None
+        packets.append(packet)
+    return packets or None
+
+
+def key_positions(keys: Sequence[bool]) -> list[int]:
+    """For each position, the last one at or before it that is a key frame (0 if none)."""
+    out, key = [], 0
+    for i, is_key in enumerate(keys):
+        key = i if is_key else key
+        out.append(key)
+    return out

@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from data.augment import Box
-from data.bitstream import h264_idr, vp8_shown
+from data.bitstream import h264_idr, key_positions, read_packets
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,16 @@ def _segments(key_of: list[int], wanted: list[int]) -> list[tuple[int, int]]:
 def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[View]] | None:
     with av.open(io.BytesIO(data)) as src:
         stream = src.streams.video[0]
-        packets = [p for p in src.demux(stream) if p.size]
-        if not packets or any(p.pts is None for p in packets):
+        packets = read_packets(src, stream)
+        if packets is None:
             return None
         pts = [int(p.pts) for p in packets]
         if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
             return None  # reordered frames (B-frames) or an edit list: frame numbers may differ
-        if codec == "vp8" and not all(vp8_shown(bytes(p)) for p in packets):
-            return None  # a hidden frame in a packet of its own: packets are not frames
         keys = [bool(p.is_keyframe) and (codec != "h264" or h264_idr(bytes(p))) for p in packets]
         if not keys[0]:
             return None
-        key_of, key = [], 0
-        for i, is_key in enumerate(keys):
-            key = i if is_key else key
-            key_of.append(key)
+        key_of = key_positions(keys)
         last = len(packets) - 1
         wanted = sorted({min(int(i), last) for idx, _ in views for i in idx})
         segments = _segments(key_of, wanted)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data.augment import Box, crop_resize
-from data.bitstream import vp8_shown
+from data.bitstream import key_positions, read_packets
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +39,14 @@ class _FrameIndex:
 
 def _frame_index(container: av.container.InputContainer, stream) -> _FrameIndex | None:
     """One pass over the packets (no decoding); None where times are missing or repeat."""
-    vp8 = stream.codec_context.name == "vp8"
-    packets = []
-    for packet in container.demux(stream):
-        if packet.size == 0:
-            continue  # the demuxer's end-of-stream marker
-        if packet.pts is None or (vp8 and not vp8_shown(bytes(packet))):
-            return None  # untimed, or a hidden frame of its own: packets are not frames
-        packets.append((int(packet.pts), bool(packet.is_keyframe)))
-    packets.sort()
-    pts = [p for p, _ in packets]
-    if not pts or not packets[0][1] or len(set(pts)) != len(pts):
+    packets = read_packets(container, stream)
+    if packets is None:
         return None
-    key_of, key = [], 0
-    for i, (_, is_key) in enumerate(packets):
-        key = i if is_key else key
-        key_of.append(key)
-    return _FrameIndex(pts, key_of)
+    shown = sorted(packets, key=lambda p: int(p.pts))  # display order
+    pts = [int(p.pts) for p in shown]
+    if not shown[0].is_keyframe or len(set(pts)) != len(pts):
+        return None
+    return _FrameIndex(pts, key_positions([bool(p.is_keyframe) for p in shown]))
 
 
 def _decode_seeking(

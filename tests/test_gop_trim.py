@@ -108,7 +108,7 @@ def test_h264_key_frames_count_only_as_idr_pictures() -> None:
 
 
 def test_vp8_with_a_hidden_frame_in_its_own_packet_is_left_whole(monkeypatch) -> None:
-    import data.gop_trim as gop_trim
+    from data import bitstream
 
     data = encode_frames(_noise(FRAMES), fps=25, codec="vp8", gop=GOP)
     views = [(np.array([5, 70]), WHOLE)]
@@ -116,7 +116,7 @@ def test_vp8_with_a_hidden_frame_in_its_own_packet_is_left_whole(monkeypatch) ->
     assert cut is not None  # FFmpeg's VP8: every packet holds a shown frame
     got = decode_frames(cut[0], cut[1][0][0], seek=False)
     assert np.array_equal(got, decode_frames(data, [5, 70], seek=False))
-    monkeypatch.setattr(gop_trim, "vp8_shown", lambda payload: False)
+    monkeypatch.setattr(bitstream, "vp8_shown", lambda payload: False)
     assert trim_views(data, views, "vp8") is None
 
 

@@ -173,7 +173,7 @@ def test_vp8_packets_are_frames_only_when_every_frame_is_shown(monkeypatch, deco
     assert len(decoded) <= GOP  # FFmpeg's VP8: every packet shown, so it jumps
 
     shown = iter([True] * 30 + [False] + [True] * 1000)  # the 31st packet: a hidden frame
-    monkeypatch.setattr(pyav_decode, "vp8_shown", lambda payload: next(shown))
+    monkeypatch.setattr(bitstream, "vp8_shown", lambda payload: next(shown))
     decoded.clear()
     assert np.array_equal(decode_frames(data, [61]), want)
     assert len(decoded) == 62  # from the first frame
