@@ -51,6 +51,16 @@ class ExperimentConfig:
                 f"data.cache holds tokens of a frozen spatial transformer: it needs mode=frozen "
                 f"(mode is {self.mode})"
             )
+        if self.data.cache and self.data.repeat_aug > 1:
+            raise ValueError(
+                "data.repeat_aug draws clips from decoded videos; data.cache trains from stored "
+                f"views: set data.repeat_aug=1 (it is {self.data.repeat_aug})"
+            )
+        if self.train.micro_batch_size % self.data.repeat_aug:
+            raise ValueError(
+                f"train.micro_batch_size ({self.train.micro_batch_size}) must be a multiple of "
+                f"data.repeat_aug ({self.data.repeat_aug}): each video gives that many clips"
+            )
         if self.adapter.kind == "attn" and self.spatial.patch_tokens == "none":
             raise ValueError(
                 "adapter.kind=attn attends over patch tokens: spatial.patch_tokens=none leaves "

@@ -104,12 +104,15 @@ class Batcher:
         return frames
 
     def _decode(self, jobs: list[dict]) -> list[tuple[torch.Tensor, int]]:
-        """(uint8 V×T×C×S×S clip, label) for every job that decodes; bad ones are counted.
+        """(uint8 V×T×C×S×S clip, label) for every clip of the jobs that decode; bad ones are
+        counted.
 
         DALI decodes a video once per distinct crop box (`_decode_plan`), so an evaluation video
-        of C temporal clips is decoded once, not C times; each view is then gathered from it.
+        of C temporal clips is decoded once, not C times; each view is then gathered from it. A
+        job of repeated training clips ("labels") is one DALI item whatever its boxes
+        (`DaliClipDecoder(views=k)`), and each of its views is a clip of its own.
         """
-        plans = [_decode_plan(j["views"]) if "data" in j else [] for j in jobs]
+        plans = [_plan(j) if "data" in j else [] for j in jobs]
         flat = [
             (j["data"], item.frames, item.box)
             for j, plan in zip(jobs, plans, strict=True)
@@ -125,7 +128,7 @@ class Batcher:
             if "frames" in job:
                 if job.get("fallback"):
                     self._warn_once(job["fallback"])
-                out.append((torch.from_numpy(job["frames"]), job["label"]))
+                out += _clips(job, torch.from_numpy(job["frames"]))
                 continue
             start, n = pos, len(plan)
             pos += n
@@ -134,7 +137,7 @@ class Batcher:
                 if frames is None:
                     self.counters["corrupt_skipped"] += 1
                 else:
-                    out.append((frames, job["label"]))
+                    out += _clips(job, frames)
                 continue
             row = start - sum(1 for b in bad if b < start)  # DALI returns only the good items
             clips = decoded[row : row + n]
@@ -145,7 +148,7 @@ class Batcher:
             for item, clip in zip(plan, clips, strict=True):
                 for v, gather in zip(item.views, item.gathers, strict=True):
                     views[v] = clip[torch.from_numpy(gather)]
-            out.append((torch.stack(views), job["label"]))
+            out += _clips(job, torch.stack(views))
         return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
@@ -166,11 +169,11 @@ class Batcher:
                 self._guard.skipped(1)
                 continue
             pending.append(job)
-            if len(pending) + len(ready) >= self.batch_size:
+            if sum(map(_clip_count, pending)) + len(ready) >= self.batch_size:
                 decoded = self._decode(pending)
                 if decoded:
                     self._guard.good()
-                self._guard.skipped(len(pending) - len(decoded))
+                self._guard.skipped(sum(map(_clip_count, pending)) - len(decoded))
                 ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
@@ -200,15 +203,45 @@ class Batcher:
         return normalise(frames, self.mean, self.std, self.dtype), labels, position
 
 
+def _clip_count(job: dict) -> int:
+    """Clips a job gives: one per view for repeated training clips, else one."""
+    return len(job["labels"]) if "labels" in job else 1
+
+
+def _clips(job: dict, views: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """A job's decoded `V×T×C×S×S` views as (clip, label) pairs: one V-view clip, or V
+    one-view clips of repeated sampling."""
+    if "labels" in job:
+        return [(views[v : v + 1], label) for v, label in enumerate(job["labels"])]
+    return [(views, job["label"])]
+
+
 @dataclass(frozen=True)
 class _DecodeItem:
     """One DALI item of a job: the frames to decode under one crop box, and how its views
     (`views`, positions in the job) are gathered from them (None: a single view, as decoded)."""
 
-    box: Box
+    box: Box | np.ndarray
+    """The crop box; for repeated sampling, a `k×4` array, one per view."""
     frames: np.ndarray
     views: list[int]
     gathers: list[np.ndarray] | None
+
+
+def _plan(job: dict) -> list[_DecodeItem]:
+    """DALI items of a job: repeated training clips in one item (`_repeat_plan`), else
+    grouped by crop box (`_decode_plan`)."""
+    return _repeat_plan(job["views"]) if "labels" in job else _decode_plan(job["views"])
+
+
+def _repeat_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
+    """One item for the k views of repeated sampling: their frames in turn and a `k×4` box
+    array (`DaliClipDecoder(views=k)` decodes their union once); view v is rows v·T…(v+1)·T."""
+    frames = np.concatenate([np.asarray(idx) for idx, _ in views])
+    boxes = np.asarray([box for _, box in views], dtype=np.float32)
+    bounds = np.cumsum([0] + [len(idx) for idx, _ in views])
+    gathers = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [_DecodeItem(boxes, frames, list(range(len(views))), gathers)]
 
 
 def _decode_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:

@@ -49,6 +49,11 @@ class DataConfig:
     prefetch: int = 2
     """Batches decoded ahead of the training step by a background thread (0: decode in series
     with the step, the synchronous reference)."""
+    repeat_aug: int = 1
+    """Training clips drawn from each decoded video (repeated sampling, MAE-ST's `repeat_aug`):
+    each its own frames, crop and flip, so one decode feeds `repeat_aug` clips of a micro-batch,
+    which must be a multiple of it. Worth it where a step asks for many short clips (stage 1 of
+    the two-stage recipe): decoding costs per video, not per frame taken."""
     shuffle_buffer: int = 256
     """WebDataset shuffle buffer, in clips (bigger mixes shards better, costs memory)."""
     min_scale: float = 0.35
@@ -81,6 +86,8 @@ class DataConfig:
             raise ValueError(f"data.dali_threads must be >= 1 or null, got {self.dali_threads}")
         if self.dali_pipelines < 1:
             raise ValueError(f"data.dali_pipelines must be >= 1, got {self.dali_pipelines}")
+        if self.repeat_aug < 1:
+            raise ValueError(f"data.repeat_aug must be >= 1, got {self.repeat_aug}")
         if self.prefetch < 0:
             raise ValueError(f"data.prefetch must be >= 0, got {self.prefetch}")
 

@@ -5,6 +5,11 @@ augmentation policy stays in Python (shared with the PyAV path) and DALI does th
 work: decode (`cpu`, or `mixed` = NVDEC on a GPU), crop + flip + resize. Output stays uint8
 (normalisation happens on the training device in its compute dtype: `data.augment.normalise`).
 The ROI is relative to the decoded frame (`data.augment`), so metadata sizes never reach DALI.
+
+With `views=k` (repeated sampling, `data.repeat_aug`), an item is k clips of one video, each with
+its own frames and crop box: the union of their frames is decoded once, then each clip is
+gathered from it (`fn.sequence_rearrange`) and cropped and resized under its own box. DALI's
+`resize` takes one ROI per sequence, not per frame, hence one resize per view slot.
 """
 
 from __future__ import annotations
@@ -52,7 +57,11 @@ def dali_available() -> bool:
 
 
 class DaliClipDecoder:
-    """One DALI pipeline; `decode()` takes up to `max_batch` clips, returns uint8 `N×T×C×S×S`."""
+    """One DALI pipeline; `decode()` takes up to `max_batch` items, returns uint8 `N×F×C×S×S`.
+
+    An item is `(bytes, frame indices, crop box)`; with `views=k`, the indices of k views in
+    turn (k·T) and a `k×4` array of boxes, and F = k·T.
+    """
 
     def __init__(
         self,
@@ -61,8 +70,11 @@ class DaliClipDecoder:
         size: int,
         device: torch.device,
         num_threads: int = 2,
+        views: int = 1,
     ):
-        self.max_batch, self.size = max_batch, size
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        self.max_batch, self.size, self.views = max_batch, size, views
         self.device = device
         self.gpu = device.type == "cuda"
         self.num_threads = num_threads
@@ -85,21 +97,26 @@ class DaliClipDecoder:
         def pipe():
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
             frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
-            roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT, ndim=1)
-            roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1)
             video = fn.decoders.video(
                 encoded, device="mixed" if self.gpu else "cpu", frames=frames, pad_mode="edge"
             )
-            video = fn.resize(
-                video,
-                size=[self.size, self.size],
-                roi_start=roi_start,
-                roi_end=roi_end,
-                roi_relative=True,  # of the decoded frame: metadata sizes are never trusted
-                antialias=True,
-                dtype=types.UINT8,
-            )
-            return fn.transpose(video, perm=[0, 3, 1, 2])  # FHWC -> FCHW
+            clips = []
+            for v in range(self.views):
+                view = video
+                if self.views > 1:
+                    order = fn.external_source(name=f"order{v}", dtype=types.INT32, ndim=1)
+                    view = fn.sequence_rearrange(video, new_order=order)
+                clip = fn.resize(
+                    view,
+                    size=[self.size, self.size],
+                    roi_start=fn.external_source(name=f"roi_start{v}", dtype=types.FLOAT, ndim=1),
+                    roi_end=fn.external_source(name=f"roi_end{v}", dtype=types.FLOAT, ndim=1),
+                    roi_relative=True,  # of the decoded frame: metadata sizes are never trusted
+                    antialias=True,
+                    dtype=types.UINT8,
+                )
+                clips.append(fn.transpose(clip, perm=[0, 3, 1, 2]))  # FHWC -> FCHW
+            return clips[0] if self.views == 1 else fn.cat(*clips, axis=0)
 
         p = pipe()
         p.build()
@@ -110,10 +127,20 @@ class DaliClipDecoder:
             self._pipe = self._build()
         p = self._pipe
         p.feed_input("encoded", [np.frombuffer(b, dtype=np.uint8) for b, _, _ in items])
-        p.feed_input("frames", [np.asarray(i, dtype=np.int32) for _, i, _ in items])
-        boxes = [np.clip(np.asarray(box, np.float32), 0.0, 1.0) for _, _, box in items]
-        p.feed_input("roi_start", [box[:2] for box in boxes])
-        p.feed_input("roi_end", [box[2:] for box in boxes])
+        frames = [np.asarray(i, dtype=np.int32) for _, i, _ in items]
+        boxes = [
+            np.clip(np.asarray(box, np.float32), 0.0, 1.0).reshape(self.views, 4)
+            for _, _, box in items
+        ]
+        if self.views > 1:  # decode each video's frames once, in order; gather each view
+            orders = [np.split(np.unique(f, return_inverse=True)[1], self.views) for f in frames]
+            frames = [np.unique(f) for f in frames]
+            for v in range(self.views):
+                p.feed_input(f"order{v}", [o[v].astype(np.int32) for o in orders])
+        p.feed_input("frames", frames)
+        for v in range(self.views):
+            p.feed_input(f"roi_start{v}", [b[v, :2] for b in boxes])
+            p.feed_input(f"roi_end{v}", [b[v, 2:] for b in boxes])
         (out,) = p.run()
         if self.gpu:
             return torch.from_dlpack(out.as_tensor()).clone()

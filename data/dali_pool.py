@@ -25,17 +25,26 @@ class DaliDecoderPool:
     """`DaliClipDecoder`'s interface over `pipelines` decoders, one thread each."""
 
     def __init__(
-        self, *, max_batch: int, size: int, device: torch.device, num_threads: int, pipelines: int
+        self,
+        *,
+        max_batch: int,
+        size: int,
+        device: torch.device,
+        num_threads: int,
+        pipelines: int,
+        views: int = 1,
     ):
         if pipelines < 2:
             raise ValueError(f"a pool needs at least 2 pipelines, got {pipelines}")
         share = -(-max_batch // pipelines)
         self.decoders = [
-            DaliClipDecoder(max_batch=share, size=size, device=device, num_threads=num_threads)
+            DaliClipDecoder(
+                max_batch=share, size=size, device=device, num_threads=num_threads, views=views
+            )
             for _ in range(pipelines)
         ]
         first = self.decoders[0]
-        self.max_batch, self.size, self.device = max_batch, size, device
+        self.max_batch, self.size, self.device, self.views = max_batch, size, device, views
         self.gpu, self.codecs, self.name = first.gpu, first.codecs, first.name
         self._threads: ThreadPoolExecutor | None = None
 
@@ -83,13 +92,17 @@ AnyDaliDecoder = DaliClipDecoder | DaliDecoderPool
 
 
 def dali_decoder(
-    *, max_batch: int, size: int, device: torch.device, num_threads: int, pipelines: int = 1
+    *,
+    max_batch: int,
+    size: int,
+    device: torch.device,
+    num_threads: int,
+    pipelines: int = 1,
+    views: int = 1,
 ) -> AnyDaliDecoder:
-    """One pipeline, or a pool of `pipelines` (`data.dali_pipelines`)."""
+    """One pipeline, or a pool of `pipelines` (`data.dali_pipelines`); `views` clips per item
+    (`data.repeat_aug`)."""
+    common = dict(max_batch=max_batch, size=size, device=device, num_threads=num_threads)
     if pipelines <= 1:
-        return DaliClipDecoder(
-            max_batch=max_batch, size=size, device=device, num_threads=num_threads
-        )
-    return DaliDecoderPool(
-        max_batch=max_batch, size=size, device=device, num_threads=num_threads, pipelines=pipelines
-    )
+        return DaliClipDecoder(**common, views=views)
+    return DaliDecoderPool(**common, pipelines=pipelines, views=views)

@@ -96,6 +96,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         num_classes: int,
         skip: int = 0,
         gop_trim: bool = False,
+        repeats: int = 1,
     ):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
@@ -107,21 +108,30 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.seed, self.start_step = seed, start_step
         self.skip = skip
         self.gop_trim = gop_trim
+        self.repeats = repeats
 
     def _views(self, meta: dict, rng: np.random.Generator, label: int):
+        """(views, label): one training view, or `repeats` of them with a label each (a list:
+        every view becomes a clip of its own), or the evaluation views of one clip."""
         n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
         if self.train:
-            idx, box, label = train_view(
-                meta,
-                label,
-                rng,
-                frames=self.frames,
-                sampling=self.sampling,
-                stride=self.stride,
-                min_scale=self.min_scale,
-                flip=(self.may_flip, self.flip_label),
-            )
-            return [(idx, box)], label
+            drawn = [
+                train_view(
+                    meta,
+                    label,
+                    rng,
+                    frames=self.frames,
+                    sampling=self.sampling,
+                    stride=self.stride,
+                    min_scale=self.min_scale,
+                    flip=(self.may_flip, self.flip_label),
+                )
+                for _ in range(self.repeats)
+            ]
+            views = [(idx, box) for idx, box, _ in drawn]
+            if self.repeats == 1:
+                return views, drawn[0][2]
+            return views, [view_label for _, _, view_label in drawn]
         views = [
             (idx, box)
             for idx in eval_indices(n, self.frames, self.sampling, self.stride, self.eval_clips)
@@ -129,7 +139,9 @@ class ClipJobs(torch.utils.data.IterableDataset):
         ]
         return views, label
 
-    def _plan(self, sample: dict, rng: np.random.Generator) -> tuple[str, int, dict, list]:
+    def _plan(
+        self, sample: dict, rng: np.random.Generator
+    ) -> tuple[str, int | list[int], dict, list]:
         """(video extension, label, metadata, views): every random draw a record costs."""
         ext = next(e for e in VIDEO_EXTS if e in sample)
         label = record_label(sample["cls"], self.num_classes)
@@ -139,6 +151,8 @@ class ClipJobs(torch.utils.data.IterableDataset):
 
     def _job(self, sample: dict, rng: np.random.Generator) -> dict:
         ext, label, meta, views = self._plan(sample, rng)
+        # "labels": one clip per view (repeated sampling); "label": the views are one clip's
+        labelled = {"labels": label} if isinstance(label, list) else {"label": label}
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
@@ -146,12 +160,12 @@ class ClipJobs(torch.utils.data.IterableDataset):
                 cut = trim_views(data, views, codec) if self.gop_trim else None
                 if cut is not None:
                     data, views = cut
-                return {"label": label, "data": data, "views": views}
+                return {**labelled, "data": data, "views": views}
             fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
         else:
             fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
         return {
-            "label": label,
+            **labelled,
             "frames": decode_views(data, views, self.size).numpy(),  # arrays: data/fork.py
             "fallback": fallback,
         }

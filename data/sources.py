@@ -75,6 +75,7 @@ class StreamingBatches(PrefetchedPasses):
         img_size: int,
         mean: tuple,
         std: tuple,
+        repeats: int = 1,
     ):
         if cfg.root is None:
             raise ValueError("data.root is not set")
@@ -84,17 +85,24 @@ class StreamingBatches(PrefetchedPasses):
             split_shards(self.manifest, self.root, split), f"split '{split}' of {self.root}"
         )
         self.num_classes = len(self.manifest["classes"])
+        if batch_size % repeats:
+            raise ValueError(
+                f"a batch of {batch_size} clips cannot hold {repeats} clips per video "
+                "(data.repeat_aug must divide the micro-batch size)"
+            )
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
+        self.repeats = repeats
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
         self.dali_codecs = _decoder_choice(cfg, device)
         self._dali: AnyDaliDecoder | None = None
         if self.dali_codecs is not None:
             self._dali = dali_decoder(
-                max_batch=batch_size * views,
+                max_batch=batch_size * views // repeats,  # items: videos, not clips
                 size=img_size,
                 device=device,
                 num_threads=cfg.resolved_dali_threads(),
                 pipelines=cfg.dali_pipelines,
+                views=repeats,
             )
         self.decoder = self._dali.name if self._dali else "pyav"
         self.counters = {
@@ -125,6 +133,7 @@ class StreamingBatches(PrefetchedPasses):
             gpu=self.device.type == "cuda",
             num_classes=self.num_classes,
             gop_trim=cfg.gop_trim,
+            repeats=self.repeats,
             **job_options,
         )
 
@@ -172,7 +181,18 @@ class TrainBatchSource(StreamingBatches, ReplayableStream):
         dtype,
         resample: bool = True,
     ):
-        super().__init__(cfg, cfg.train_split, device, dtype, batch_size, 1, img_size, mean, std)
+        super().__init__(
+            cfg,
+            cfg.train_split,
+            device,
+            dtype,
+            batch_size,
+            1,
+            img_size,
+            mean,
+            std,
+            repeats=cfg.repeat_aug,
+        )
         self.rank, self.world, self.seed, self.resample = rank, world_size, seed, resample
         self.flip = flip_policy(cfg.flip, self.manifest)
         self._position = StreamPosition(0, dict(self.counters))

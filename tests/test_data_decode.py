@@ -142,3 +142,42 @@ def test_batcher_decodes_a_video_once_per_crop_box_and_keeps_every_view():
     assert bad == []
     expected = normalise(alone, mean, std, torch.float32)
     assert torch.equal(frames[0], expected) and torch.equal(frames[1], expected)
+
+
+@pytest.mark.parametrize("pipelines", [1, 2])
+def test_repeated_views_decode_as_each_view_alone(pipelines: int):
+    """`views=k` (`data.repeat_aug`): an item's k views, each with its own frames (any order,
+    repeats, overlaps) and crop box, come back as decoding each view on its own would give them,
+    a bad video at its item's position."""
+    from data.dali_pool import dali_decoder
+
+    rng = np.random.default_rng(1)
+    frames = np.repeat(rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), 4, axis=1)
+    data = encode_frames(np.repeat(frames, 4, axis=2), fps=8, codec="vp9", gop=4, lossless=True)
+    k, t = 3, 4
+    items = []
+    for _ in range(4):
+        views = [rng.integers(0, 12, t) for _ in range(k)]
+        starts = rng.uniform(0.0, 0.4, (k, 2))
+        boxes = np.concatenate([starts, starts + rng.uniform(0.5, 0.6, (k, 2))], axis=1)
+        boxes[1] = boxes[1][[2, 1, 0, 3]]  # a mirrored view
+        items.append((data, np.concatenate(views), boxes))
+    items[2] = (b"\x1aE\xdf\xa3garbage" * 8, *items[2][1:])
+    cpu = torch.device("cpu")
+    dec = dali_decoder(
+        max_batch=4, size=16, device=cpu, num_threads=1, pipelines=pipelines, views=k
+    )
+    one = DaliClipDecoder(max_batch=4 * k, size=16, device=cpu, num_threads=1)
+    got, bad = dec.decode(items)
+    assert bad == [2] and got.shape == (3, k * t, 3, 16, 16)
+    good = [item for n, item in enumerate(items) if n != 2]
+    alone, _ = one.decode(
+        [(b, f[v * t : (v + 1) * t], boxes[v]) for b, f, boxes in good for v in range(k)]
+    )
+    assert torch.equal(got.reshape(3 * k, t, 3, 16, 16), alone)
+    assert not torch.equal(alone[0], alone[1])  # the views differ: the check can fail
+
+
+def test_a_decoder_needs_at_least_one_view():
+    with pytest.raises(ValueError, match="views must be >= 1"):
+        DaliClipDecoder(max_batch=1, size=16, device=torch.device("cpu"), views=0)

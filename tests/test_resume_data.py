@@ -105,8 +105,9 @@ def test_replayed_stream_continues_with_the_same_items(shards: Path, workers: in
         assert resumed[n:] == whole[n:], f"items after {n} differ"
 
 
-def _source(root: Path, workers: int, prefetch: int):
+def _source(root: Path, workers: int, prefetch: int, repeats: int = 1):
     cfg = DataConfig(
+        repeat_aug=repeats,
         root=str(root),
         frames=4,
         shuffle_buffer=3,
@@ -115,7 +116,7 @@ def _source(root: Path, workers: int, prefetch: int):
         decoder="dali",
         flip="always",
     )
-    return cpu_train_batches(cfg, batch_size=3, seed=2)
+    return cpu_train_batches(cfg, batch_size=3 * repeats, seed=2)
 
 
 def _take(source, count: int, start_step: int = 0, position=None, at: int | None = None):
@@ -147,6 +148,19 @@ def test_batches_resumed_at_a_position_equal_the_uninterrupted_ones(
     after = source.position()
     assert after["items"] > saved["items"]
     assert after["counters"]["clips"] == 9 + 4 * 3, "counters continue from the saved ones"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_repeated_clips_resume_exactly(shards: Path, workers: int) -> None:
+    """`data.repeat_aug=2`: a batch holds whole videos' groups, so a position still cuts the
+    stream exactly, PyAV-decoded (H.264) and skipped records included."""
+    whole, saved = _take(_source(shards, workers, 2, repeats=2), 5, at=2)
+    assert saved["counters"]["clips"] == 12
+    source = _source(shards, workers, 2, repeats=2)
+    resumed, _ = _take(source, 3, start_step=2, position=saved)
+    for (a, la), (b, lb) in zip(whole[2:], resumed, strict=True):
+        assert a.shape[0] == 6 and torch.equal(a, b) and torch.equal(la, lb)
+    assert source.position()["counters"]["clips"] == 12 + 3 * 6
 
 
 def test_position_of_another_stream_starts_anew_with_a_warning(

@@ -1,0 +1,91 @@
+"""Repeated sampling (`data.repeat_aug`): one decoded video gives k training clips, each with its
+own frames and crop, on both decoders; batches hold whole groups, and bad settings are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config import load_config
+from data.config import DataConfig
+from tests.data_helpers import (
+    HALF,
+    cpu_train_batches,
+    decoded_index,
+    index_frames,
+    video_record,
+    write_shard_set,
+)
+
+VIDEOS = 8
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 8-frame VP9 videos, each its own class, so a label names its video."""
+    root = tmp_path_factory.mktemp("repeat-aug")
+    recs = [(f"v{i}", video_record(index_frames(8), i)) for i in range(VIDEOS)]
+    classes = [f"c{i}" for i in range(VIDEOS)]
+    return write_shard_set(root / "set", {"train": [recs[:4], recs[4:]]}, classes)
+
+
+def _batches(root: Path, decoder: str, repeats: int, count: int = 4) -> list[tuple]:
+    cfg = DataConfig(
+        root=str(root),
+        frames=2,
+        repeat_aug=repeats,
+        flip="never",
+        decoder=decoder,
+        workers=0,
+        shuffle_buffer=4,
+    )
+    source = cpu_train_batches(cfg, batch_size=8, seed=3, img_size=16)
+    stream = source.batches(0)
+    try:
+        out = []
+        for _ in range(count):
+            frames, labels = next(stream)
+            pixels = (frames * HALF[0] + HALF[0]) * 255  # undo the normalisation
+            index = [[decoded_index(f.numpy()) for f in clip] for clip in pixels]
+            out.append((frames.shape, labels.tolist(), index, source.position()["counters"]))
+        return out
+    finally:
+        stream.close()
+        source.close()
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])
+def test_each_video_gives_k_clips_of_its_own_frames(shards: Path, decoder: str) -> None:
+    batches = _batches(shards, decoder, repeats=4)
+    differ = 0
+    for n, (shape, labels, index, counters) in enumerate(batches):
+        assert tuple(shape) == (8, 2, 3, 16, 16), "B clips of T frames, not B/k of kT"
+        groups = [labels[:4], labels[4:]]
+        assert all(len(set(g)) == 1 for g in groups) and groups[0][0] != groups[1][0]
+        for clip in index:  # uniform sampling: one frame from each half of the video
+            assert 0 <= clip[0] < 4 <= clip[1] < 8
+        differ += sum(len({tuple(c) for c in (index[:4], index[4:])[g]}) > 1 for g in (0, 1))
+        assert counters["clips"] == 8 * (n + 1)
+    assert differ >= 6, "the k clips of a video draw their own frames"
+
+
+def test_both_decoders_give_the_same_clips(shards: Path) -> None:
+    dali, pyav = _batches(shards, "dali", 4, 2), _batches(shards, "pyav", 4, 2)
+    assert [(b[1], b[2]) for b in dali] == [(b[1], b[2]) for b in pyav]
+
+
+def test_bad_repeat_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="data.repeat_aug must be >= 1"):
+        DataConfig(repeat_aug=0)
+    with pytest.raises(ValueError, match=r"micro_batch_size \(6\).*data.repeat_aug \(4\)"):
+        load_config(None, ["train.micro_batch_size=6", "data.repeat_aug=4"])
+    with pytest.raises(ValueError, match="data.repeat_aug draws clips from decoded videos"):
+        load_config(None, ["mode=frozen", "data.cache=somewhere", "data.repeat_aug=2"])
+    load_config(None, ["train.micro_batch_size=8", "data.repeat_aug=4"])
+
+
+def test_a_source_refuses_a_batch_that_splits_a_video(shards: Path) -> None:
+    cfg = DataConfig(root=str(shards), frames=2, repeat_aug=3, decoder="dali", workers=0)
+    with pytest.raises(ValueError, match="cannot hold 3 clips per video"):
+        cpu_train_batches(cfg, batch_size=8, seed=0)
