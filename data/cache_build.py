@@ -268,11 +268,12 @@ class CacheBuilder:
         self._dali: AnyDaliDecoder | None = None
         if self.dali_codecs is not None:
             self._dali = dali_decoder(
-                max_batch=batch_clips * views,
+                max_batch=batch_clips,
                 size=size,
                 device=device,
                 num_threads=cfg.resolved_dali_threads(),
                 pipelines=cfg.dali_pipelines,
+                views=views,  # one item per clip: the union of its K views decoded once
             )
 
     def close(self) -> None:
@@ -398,8 +399,19 @@ class CacheBuilder:
                     pending = []
 
     def _decode(self, jobs: list[dict]) -> list[torch.Tensor | None]:
-        """uint8 `K x T x C x S x S` per job (None: neither DALI nor PyAV could decode it)."""
-        flat = [(j["data"], idx, box) for j in jobs if "data" in j for idx, box in j["decode"]]
+        """uint8 `K x T x C x S x S` per job (None: neither DALI nor PyAV could decode it).
+
+        A clip is one DALI item (`DaliClipDecoder(views=K)`): its video is decoded once for all
+        K views, whatever their frames and crop boxes."""
+        flat = [
+            (
+                j["data"],
+                np.concatenate([np.asarray(idx) for idx, _ in j["decode"]]),
+                np.asarray([box for _, box in j["decode"]], dtype=np.float32),
+            )
+            for j in jobs
+            if "data" in j
+        ]
         decoded, bad = (None, [])
         if flat:
             assert self._dali is not None
@@ -410,18 +422,18 @@ class CacheBuilder:
             if "frames" in job:  # decoded by PyAV in the worker, a numpy array (data/fork.py)
                 out.append(torch.from_numpy(job["frames"]))
                 continue
-            start, v = pos, len(job["views"])
-            pos += v
-            if any(start <= b < start + v for b in bad):
+            item = pos
+            pos += 1
+            if item in bad:
                 try:
                     out.append(decode_views(job["data"], job["decode"], self.size))
                 except Exception as e:  # truly corrupt
                     log.debug("PyAV could not decode a clip DALI refused either: %s", e)
                     out.append(None)
                 continue
-            row = start - sum(1 for b in bad if b < start)
             assert decoded is not None
-            out.append(decoded[row : row + v])
+            clip = decoded[item - sum(1 for b in bad if b < item)]  # DALI returns the good ones
+            out.append(clip.unflatten(0, (len(job["views"]), -1)))
         return out
 
     def _write(

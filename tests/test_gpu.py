@@ -57,6 +57,27 @@ def test_dali_mixed_decodes_a_cut_h264_video_as_the_whole_one() -> None:
     assert bad == bad_cut == [] and torch.equal(whole, part)
 
 
+def test_dali_mixed_decodes_repeated_views_as_each_view_alone() -> None:
+    """`data.repeat_aug` and the cache build on NVDEC: k views of one video in one item (frames
+    gathered on the GPU, a resize per view) give what decoding each view alone gives (checked on
+    the CPU decoder in tests/test_data_decode.py)."""
+    from data.dali_decode import DaliClipDecoder
+    from data.transcode import encode_frames
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 255, (16, 8, 8, 3)).astype(np.uint8)
+    data = encode_frames(np.repeat(np.repeat(blocks, 8, 1), 8, 2), fps=8, codec="h264", gop=4)
+    views = [np.array([1, 9]), np.array([3, 3]), np.array([14, 0])]
+    boxes = np.array([[0, 0, 1, 1], [0.2, 0.1, 0.9, 0.8], [1, 0, 0, 1]], np.float32)
+    cuda = torch.device("cuda:0")
+    dec = DaliClipDecoder(max_batch=2, size=32, device=cuda, num_threads=2, views=3)
+    one = DaliClipDecoder(max_batch=3, size=32, device=cuda, num_threads=2)
+    got, bad = dec.decode([(data, np.concatenate(views), boxes)] * 2)
+    alone, bad_alone = one.decode(list(zip([data] * 3, views, boxes, strict=True)))
+    assert bad == bad_alone == [] and got.shape == (2, 6, 3, 32, 32)
+    assert torch.equal(got[0].reshape(3, 2, 3, 32, 32), alone) and torch.equal(got[0], got[1])
+
+
 def _steps(trainer, n: int, start: int = 0) -> list[float]:
     stream = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=5).batches(start)
     return [float(trainer.train_step(*next(stream))) for _ in range(n)]

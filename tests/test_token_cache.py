@@ -283,6 +283,34 @@ def test_cached_tokens_equal_the_spatial_forward(source, tmp_path, dtype, tol) -
             assert meta["frames"] == idx.tolist() and int(rec["cls"]) == label
 
 
+def test_dali_writes_each_view_as_if_decoded_alone(source, tmp_path) -> None:
+    """DALI decodes a clip's K views as one item (the video once, a crop per view); the tokens
+    are those of each view decoded on its own."""
+    from data.dali_decode import DaliClipDecoder
+
+    cfg = _cfg(source, "data.decoder=auto")
+    out = tmp_path / "cache"
+    _build(cfg, out, dtype="float32")
+    _finish(cfg, out, "float32")
+    records = _records(out)
+    model, _ = _model(cfg)
+    samples = sorted(_source_clips(source).items())
+    alone = DaliClipDecoder(
+        max_batch=len(samples), size=cfg.spatial.img_size, device=torch.device("cpu")
+    )
+    for view in range(VIEWS):
+        items = [(s["webm"], *_views(cfg, key, s)[view][:2]) for key, s in samples]
+        clips, bad = alone.decode(items)
+        assert bad == []
+        with torch.no_grad():
+            ref = model.spatial(
+                normalise(clips, model.spatial.mean, model.spatial.std, torch.float32)
+            )
+        for j, (key, _) in enumerate(samples):
+            embed = torch.from_numpy(decode_array(records[(key, view)][EMBED]))
+            torch.testing.assert_close(embed, ref.cls[j], rtol=1e-5, atol=1e-5)
+
+
 def test_pooled_and_cls_only_layouts(source, tmp_path) -> None:
     """Pooled patch tokens are the average over each grid cell; CLS-only stores no patches."""
     cfg = _cfg(source, "spatial.patch_tokens=pooled", "spatial.pool_grid=2")
