@@ -103,9 +103,9 @@ class Batcher:
         self._warn_once("DALI could not decode a clip")
         return frames
 
-    def _decode(self, jobs: list[dict]) -> list[tuple[torch.Tensor, int]]:
-        """(uint8 V×T×C×S×S clip, label) for every clip of the jobs that decode; bad ones are
-        counted.
+    def _decode(self, jobs: list[dict]) -> tuple[list[tuple[torch.Tensor, int]], int]:
+        """(uint8 V×T×C×S×S clip, label) for every clip of the jobs that decode, and how many
+        jobs (videos) neither decoder could read; those are counted in `corrupt_skipped`.
 
         DALI decodes a video once per distinct crop box (`_decode_plan`), so an evaluation video
         of C temporal clips is decoded once, not C times; each view is then gathered from it. A
@@ -123,7 +123,7 @@ class Batcher:
             assert self.decoder is not None
             decoded, bad_items = self.decoder.decode(flat)
         bad = sorted(bad_items)
-        out, pos = [], 0
+        out, pos, lost = [], 0, 0
         for job, plan in zip(jobs, plans, strict=True):
             if "frames" in job:
                 if job.get("fallback"):
@@ -136,6 +136,7 @@ class Batcher:
                 frames = self._retry_on_cpu(job)
                 if frames is None:
                     self.counters["corrupt_skipped"] += 1
+                    lost += 1
                 else:
                     out += _clips(job, frames)
                 continue
@@ -149,7 +150,7 @@ class Batcher:
                 for v, gather in zip(item.views, item.gathers, strict=True):
                     views[v] = clip[torch.from_numpy(gather)]
             out += _clips(job, torch.stack(views))
-        return out
+        return out, lost
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
         ready: list[tuple[torch.Tensor, int]] = []
@@ -170,16 +171,16 @@ class Batcher:
                 continue
             pending.append(job)
             if sum(map(_clip_count, pending)) + len(ready) >= self.batch_size:
-                decoded = self._decode(pending)
+                decoded, lost = self._decode(pending)
                 if decoded:
                     self._guard.good()
-                self._guard.skipped(sum(map(_clip_count, pending)) - len(decoded))
+                self._guard.skipped(lost)  # records, not clips: a video gives k of them
                 ready += decoded
                 pending = []
             if len(ready) >= self.batch_size:
                 yield self._emit(ready[: self.batch_size], pulled)
                 ready = ready[self.batch_size :]
-        ready += self._decode(pending)
+        ready += self._decode(pending)[0]
         while ready:
             yield self._emit(ready[: self.batch_size], pulled)
             ready = ready[self.batch_size :]

@@ -89,3 +89,36 @@ def test_a_source_refuses_a_batch_that_splits_a_video(shards: Path) -> None:
     cfg = DataConfig(root=str(shards), frames=2, repeat_aug=3, decoder="dali", workers=0)
     with pytest.raises(ValueError, match="cannot hold 3 clips per video"):
         cpu_train_batches(cfg, batch_size=8, seed=0)
+
+
+def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> None:
+    """The skip guard counts records in a row that give nothing: a video of k repeated clips
+    that no decoder reads is one record, not k."""
+    import numpy as np
+    import torch
+
+    from data.batcher import Batcher
+
+    class Refuses:
+        def decode(self, items):
+            return None, list(range(len(items)))
+
+    garbage = b"\x1aE\xdf\xa3garbage" * 8
+    views = [(np.array([0, 1]), (0.0, 0.0, 1.0, 1.0))] * 4
+    jobs = ({"labels": [0] * 4, "data": garbage, "views": views} for _ in range(50))
+    counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
+    batcher = Batcher(
+        jobs,
+        Refuses(),  # type: ignore[arg-type]
+        batch_size=8,
+        size=16,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        mean=HALF,
+        std=HALF,
+        counters=counters,
+        max_skipped=5,
+    )
+    with pytest.raises(RuntimeError, match="no usable record in the last 6 read"):
+        next(iter(batcher))
+    assert counters["corrupt_skipped"] == 6  # 3 decodes of 2 videos (8 clips) each
