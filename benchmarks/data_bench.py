@@ -3,7 +3,10 @@
 Both read the same shards at the same T and size through the same streaming code, so the
 difference is the decoder: DALI (batched, C++ thread pool; `mixed` on a GPU) against PyAV
 in DataLoader worker processes, one per core. DALI once more on whole videos
-(`data.gop_trim=false`) shows what cutting them to the clip's key-frame groups buys.
+(`data.gop_trim=false`) shows what cutting them to the clip's key-frame groups buys, and twice
+at the two-stage recipe's stage-1 shape (T/4 frames, 4x the clips per batch): each clip from its
+own video, and T/T1 clips per decoded video (`data.repeat_aug`) - whether stage 1 waits for its
+decoder where it asks for 4x the clips (NVDEC on a GPU).
 """
 
 from __future__ import annotations
@@ -67,9 +70,9 @@ def measure_data_throughput(
     workers = workers or os.cpu_count() or 1
     common = {"root": root, "frames": frames, "workers": workers, "shuffle_buffer": 64}
 
-    def measure(**data: Any) -> tuple[float, str, dict]:
-        cfg = DataConfig(**common, **data)
-        return _clips_per_s(cfg, frames, size, batch_size, seconds, device)
+    def measure(batch: int = batch_size, **data: Any) -> tuple[float, str, dict]:
+        cfg = DataConfig(**{**common, **data})
+        return _clips_per_s(cfg, cfg.frames, size, batch, seconds, device)
 
     by_pipelines: dict[str, float] = {}
     for n in dali_pipelines:
@@ -80,6 +83,11 @@ def measure_data_throughput(
     # DALI on whole videos (data.gop_trim=false): what cutting them to key-frame groups buys
     whole, _, _ = measure(decoder="dali", gop_trim=False)
     pyav, _, pyav_stats = measure(decoder="pyav")
+    # stage 1 of the recipe (launch/recipes.py): T1 = T/4 frames, B x T/T1 clips per batch
+    t1 = max(1, frames // 4)
+    k = frames // t1
+    stage1, _, _ = measure(batch=batch_size * k, decoder="dali", frames=t1)
+    repeated, _, _ = measure(batch=batch_size * k, decoder="dali", frames=t1, repeat_aug=k)
     return {
         "device": str(device),
         "dali_decoder": dali_name,
@@ -97,4 +105,10 @@ def measure_data_throughput(
         "pyav_data_wait_s": pyav_stats["data_wait_total_s"],
         "dali_whole_videos_clips_per_s": whole,
         "dali_cut_over_whole": dali / whole if whole > 0 else float("inf"),
+        "stage1_frames": t1,
+        "stage1_batch_size": batch_size * k,
+        "dali_stage1_clips_per_s": stage1,
+        "dali_stage1_repeat_aug": k,
+        "dali_stage1_repeat_clips_per_s": repeated,
+        "stage1_repeat_over_plain": repeated / stage1 if stage1 > 0 else float("inf"),
     }

@@ -237,6 +237,13 @@ def summarise(work: Path, results_dir: Path, dry_run: bool, log: Path | None = N
                 f"PyAV DataLoader {r.get('pyav_clips_per_s', 0):.1f} clips/s ({r.get('dali_over_pyav', 0):.2f}x); "
                 f"DALI on whole videos (data.gop_trim=false) {r.get('dali_whole_videos_clips_per_s', 0):.1f} clips/s"
             )
+            if "dali_stage1_clips_per_s" in r:
+                lines.append(
+                    f"- stage-1 shape (T={r['stage1_frames']}, B={r['stage1_batch_size']}): DALI "
+                    f"{r['dali_stage1_clips_per_s']:.1f} clips/s, {r['dali_stage1_repeat_aug']} clips "
+                    f"per decoded video (data.repeat_aug) {r['dali_stage1_repeat_clips_per_s']:.1f} "
+                    f"clips/s ({r['stage1_repeat_over_plain']:.2f}x)"
+                )
             sweep = r.get("dali_clips_per_s_by_pipelines", {})
             if len(sweep) > 1:
                 lines.append(
