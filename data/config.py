@@ -52,8 +52,9 @@ class DataConfig:
     repeat_aug: int = 1
     """Training clips drawn from each decoded video (repeated sampling, MAE-ST's `repeat_aug`):
     each its own frames, crop and flip, so one decode feeds `repeat_aug` clips of a micro-batch,
-    which must be a multiple of it. Worth it where a step asks for many short clips (stage 1 of
-    the two-stage recipe): decoding costs per video, not per frame taken."""
+    which must be a multiple of it. Decodes k times fewer videos but shows 1/k of the distinct
+    videos per step (on the built-in task it cost stage 1 accuracy: README); for a step that
+    waits for its decoder."""
     shuffle_buffer: int = 256
     """WebDataset shuffle buffer, in clips (bigger mixes shards better, costs memory)."""
     min_scale: float = 0.35
