@@ -99,7 +99,7 @@ class Batcher:
         except Exception as e:  # truly corrupt: counted by the caller
             log.debug("PyAV could not decode a clip DALI refused either: %s", e)
             return None
-        self.counters["cpu_fallback_clips"] += 1
+        self.counters["cpu_fallback_clips"] += _clip_count(job)
         self._warn_once("DALI could not decode a clip")
         return frames
 

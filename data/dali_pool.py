@@ -44,7 +44,7 @@ class DaliDecoderPool:
             for _ in range(pipelines)
         ]
         first = self.decoders[0]
-        self.max_batch, self.size, self.device, self.views = max_batch, size, device, views
+        self.max_batch, self.size, self.device = max_batch, size, device
         self.gpu, self.codecs, self.name = first.gpu, first.codecs, first.name
         self._threads: ThreadPoolExecutor | None = None
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from core.config import load_config
+from data.batcher import Batcher
 from data.config import DataConfig
+from data.transcode import encode_frames
 from tests.data_helpers import (
     HALF,
     cpu_train_batches,
@@ -91,23 +95,15 @@ def test_a_source_refuses_a_batch_that_splits_a_video(shards: Path) -> None:
         cpu_train_batches(cfg, batch_size=8, seed=0)
 
 
-def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> None:
-    """The skip guard counts records in a row that give nothing: a video of k repeated clips
-    that no decoder reads is one record, not k."""
-    import numpy as np
-    import torch
+class Refuses:
+    """A DALI decoder that refuses every item, so the batcher retries each video on PyAV."""
 
-    from data.batcher import Batcher
+    def decode(self, items):
+        return None, list(range(len(items)))
 
-    class Refuses:
-        def decode(self, items):
-            return None, list(range(len(items)))
 
-    garbage = b"\x1aE\xdf\xa3garbage" * 8
-    views = [(np.array([0, 1]), (0.0, 0.0, 1.0, 1.0))] * 4
-    jobs = ({"labels": [0] * 4, "data": garbage, "views": views} for _ in range(50))
-    counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
-    batcher = Batcher(
+def _batcher(jobs, counters: dict, max_skipped: int) -> Batcher:
+    return Batcher(
         jobs,
         Refuses(),  # type: ignore[arg-type]
         batch_size=8,
@@ -117,8 +113,28 @@ def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> N
         mean=HALF,
         std=HALF,
         counters=counters,
-        max_skipped=5,
+        max_skipped=max_skipped,
     )
+
+
+def test_clips_decoded_on_the_cpu_after_dali_refused_are_counted_as_clips() -> None:
+    data = encode_frames(index_frames(8), fps=8.0, codec="vp9", gop=4, lossless=True)
+    views = [(np.array([v, v + 4]), (0.0, 0.0, 1.0, 1.0)) for v in range(4)]
+    jobs = iter([{"labels": [1] * 4, "data": data, "views": views}] * 2)
+    counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
+    frames, labels, _ = next(iter(_batcher(jobs, counters, 5)))
+    assert frames.shape == (8, 1, 2, 3, 16, 16) and labels.tolist() == [1] * 8
+    assert counters["cpu_fallback_clips"] == 8 and counters["corrupt_skipped"] == 0
+
+
+def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> None:
+    """The skip guard counts records in a row that give nothing: a video of k repeated clips
+    that no decoder reads is one record, not k."""
+    garbage = b"\x1aE\xdf\xa3garbage" * 8
+    views = [(np.array([0, 1]), (0.0, 0.0, 1.0, 1.0))] * 4
+    jobs = ({"labels": [0] * 4, "data": garbage, "views": views} for _ in range(50))
+    counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
+    batcher = _batcher(jobs, counters, 5)
     with pytest.raises(RuntimeError, match="no usable record in the last 6 read"):
         next(iter(batcher))
     assert counters["corrupt_skipped"] == 6  # 3 decodes of 2 videos (8 clips) each
