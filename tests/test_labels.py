@@ -174,7 +174,7 @@ def test_a_flipped_clip_is_relabelled_where_the_flip_is_decided(motion_shards):
     assert may_flip and flip_label == [0, 2, 1, 4, 3]
     jobs = SimpleNamespace(
         train=True, frames=4, sampling="uniform", stride=1, min_scale=0.5,
-        may_flip=may_flip, flip_label=flip_label,
+        may_flip=may_flip, flip_label=flip_label, repeats=1,
     )  # fmt: skip
     rng = np.random.default_rng(0)
     meta = {"frames": 4, "height": 32, "width": 48}
