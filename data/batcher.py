@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from data.augment import Box, normalise
+from data.dali_decode import views_item
 from data.dali_pool import AnyDaliDecoder
 from data.jobs import SKIPPED
 from data.pyav_decode import decode_views
@@ -142,6 +143,9 @@ class Batcher:
                 continue
             row = start - sum(1 for b in bad if b < start)  # DALI returns only the good items
             clips = decoded[row : row + n]
+            if "labels" in job:  # repeated clips: one item, view v in its v-th T rows, no copy
+                out += _clips(job, clips[0].unflatten(0, (len(job["views"]), -1)))
+                continue
             if n == 1 and plan[0].gathers is None:  # one view: its frames as decoded, no copy
                 out.append((clips[:1], job["label"]))
                 continue
@@ -236,13 +240,10 @@ def _plan(job: dict) -> list[_DecodeItem]:
 
 
 def _repeat_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
-    """One item for the k views of repeated sampling: their frames in turn and a `k×4` box
-    array (`DaliClipDecoder(views=k)` decodes their union once); view v is rows v·T…(v+1)·T."""
-    frames = np.concatenate([np.asarray(idx) for idx, _ in views])
-    boxes = np.asarray([box for _, box in views], dtype=np.float32)
-    bounds = np.cumsum([0] + [len(idx) for idx, _ in views])
-    gathers = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return [_DecodeItem(boxes, frames, list(range(len(views))), gathers)]
+    """One item for the k views of repeated sampling (`DaliClipDecoder(views=k)` decodes
+    their union once and crops each view under its own box)."""
+    frames, boxes = views_item(views)
+    return [_DecodeItem(boxes, frames, list(range(len(views))), None)]
 
 
 def _decode_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:

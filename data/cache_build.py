@@ -47,7 +47,7 @@ from data.cache_format import (
     view_shard_name,
 )
 from data.config import DataConfig
-from data.dali_decode import gpu_decodable
+from data.dali_decode import gpu_decodable, views_item
 from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
 from data.gop_trim import trim_views
@@ -403,15 +403,7 @@ class CacheBuilder:
 
         A clip is one DALI item (`DaliClipDecoder(views=K)`): its video is decoded once for all
         K views, whatever their frames and crop boxes."""
-        flat = [
-            (
-                j["data"],
-                np.concatenate([np.asarray(idx) for idx, _ in j["decode"]]),
-                np.asarray([box for _, box in j["decode"]], dtype=np.float32),
-            )
-            for j in jobs
-            if "data" in j
-        ]
+        flat = [(j["data"], *views_item(j["decode"])) for j in jobs if "data" in j]
         decoded, bad = (None, [])
         if flat:
             assert self._dali is not None

@@ -56,6 +56,13 @@ def dali_available() -> bool:
     return True
 
 
+def views_item(views: Sequence[tuple[np.ndarray, Box]]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices and `k×4` crop boxes of one `DaliClipDecoder(views=k)` item: the k views'
+    indices in turn; its output is `(k·T)×C×S×S`, view v in rows v·T…(v+1)·T."""
+    frames = np.concatenate([np.asarray(idx) for idx, _ in views])
+    return frames, np.asarray([box for _, box in views], dtype=np.float32)
+
+
 class DaliClipDecoder:
     """One DALI pipeline; `decode()` takes up to `max_batch` items, returns uint8 `N×F×C×S×S`.
 
