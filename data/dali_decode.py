@@ -140,8 +140,9 @@ class DaliClipDecoder:
             for _, _, box in items
         ]
         if self.views > 1:  # decode each video's frames once, in order; gather each view
-            orders = [np.split(np.unique(f, return_inverse=True)[1], self.views) for f in frames]
-            frames = [np.unique(f) for f in frames]
+            unions = [np.unique(f, return_inverse=True) for f in frames]
+            frames = [union for union, _ in unions]
+            orders = [np.split(inverse, self.views) for _, inverse in unions]
             for v in range(self.views):
                 p.feed_input(f"order{v}", [o[v].astype(np.int32) for o in orders])
         p.feed_input("frames", frames)
