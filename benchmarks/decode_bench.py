@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from data.dali_decode import DaliClipDecoder, dali_available
-from data.gop_trim import trim_views
+from data.gop_trim import views_for_decoder
 from data.pyav_decode import decode_views
 from data.sampling import train_indices
 from data.synthetic import load_objects, synth_clip
@@ -96,9 +96,8 @@ def _per_clip_ms(
         out["dali_ms"] = _median_s(lambda: _settled(dali.decode(items)), repeats) / n * 1e3
 
         def cut_then_decode() -> None:  # the cut runs in the loader's workers: counted here
-            cut = [(trim_views(d, [(idx, box)], codec), d, idx, box) for d, idx, box in items]
-            flat = [(c[0], c[1][0][0], box) if c else (d, idx, box) for c, d, idx, box in cut]
-            _settled(dali.decode(flat))
+            cut = [views_for_decoder(d, [(idx, box)], codec, True) for d, idx, box in items]
+            _settled(dali.decode([(d, idx, box) for d, [(idx, box)] in cut]))
 
         out["dali_cut_ms"] = _median_s(cut_then_decode, repeats) / n * 1e3
     return out

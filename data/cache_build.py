@@ -50,7 +50,7 @@ from data.config import DataConfig
 from data.dali_decode import gpu_decodable, views_item
 from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
-from data.gop_trim import trim_views
+from data.gop_trim import views_for_decoder
 from data.jobs import flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.prefetch import Prefetcher
@@ -149,10 +149,8 @@ class CacheJobs(torch.utils.data.IterableDataset):
         if dali and (not self.gpu or gpu_decodable(codec, meta["width"], meta["height"])):
             # decoded by DALI in the main process; "views" stay the video's own frame numbers
             # (they are written with the tokens), "decode" are those of the cut video
-            cut = trim_views(data, views, codec) if cfg.gop_trim else None
-            if cut is not None:
-                return job | {"data": cut[0], "decode": cut[1]}
-            return job | {"data": data, "decode": views}
+            data, decode = views_for_decoder(data, views, codec, cfg.gop_trim)
+            return job | {"data": data, "decode": decode}
         return job | {"frames": decode_views(data, views, self.size).numpy()}
 
     def __iter__(self) -> Iterator[dict]:

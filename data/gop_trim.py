@@ -89,6 +89,16 @@ def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[Vi
     return buf.getvalue(), cut_views
 
 
+def views_for_decoder(
+    data: bytes, views: Sequence[View], codec: str, trim: bool
+) -> tuple[bytes, list[View]]:
+    """What a decoder that cannot jump is handed for `views`: the cut video and the views
+    renumbered into it where `trim` is on and the cut is made (`trim_views`), else the whole
+    video and the views as they are."""
+    cut = trim_views(data, views, codec) if trim else None
+    return cut if cut is not None else (data, list(views))
+
+
 def trim_views(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[View]] | None:
     """(the cut video, the views renumbered into it), or None where the video is better left
     whole: a stream the cut would not be exact for, or one that saves fewer than

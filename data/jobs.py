@@ -20,7 +20,7 @@ import torch
 from common.seeding import numpy_rng
 from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
-from data.gop_trim import trim_views
+from data.gop_trim import views_for_decoder
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
@@ -157,9 +157,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
             if not self.gpu or gpu_decodable(codec, meta["width"], meta["height"]):
-                cut = trim_views(data, views, codec) if self.gop_trim else None
-                if cut is not None:
-                    data, views = cut
+                data, views = views_for_decoder(data, views, codec, self.gop_trim)
                 return {**labelled, "data": data, "views": views}
             fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
         else:

@@ -20,7 +20,7 @@ import torch
 
 from data.augment import Box, eval_boxes
 from data.dali_decode import DaliClipDecoder, gpu_decodable
-from data.gop_trim import trim_views
+from data.gop_trim import views_for_decoder
 from data.pyav_decode import decode_views
 from data.sampling import eval_indices
 from data.transcode import codec_name, kept_frames
@@ -129,8 +129,7 @@ def read_views(
         and info.codec in dali.codecs
         and (not dali.gpu or gpu_decodable(info.codec, info.width, info.height))
     ):
-        cut = trim_views(data, views, info.codec) if gop_trim else None
-        cut_data, cut_views = cut if cut is not None else (data, views)
+        cut_data, cut_views = views_for_decoder(data, views, info.codec, gop_trim)
         decoded, bad = dali.decode([(cut_data, idx, box) for idx, box in cut_views])
         if decoded is not None and not bad:
             return decoded, dali.name

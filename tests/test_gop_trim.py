@@ -15,7 +15,7 @@ import data.jobs
 from data.bitstream import h264_idr
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder
-from data.gop_trim import MIN_SAVED_FRAMES, trim_views
+from data.gop_trim import MIN_SAVED_FRAMES, trim_views, views_for_decoder
 from data.pyav_decode import decode_frames
 from data.sampling import eval_indices, train_indices
 from data.transcode import encode_frames
@@ -67,6 +67,13 @@ def test_the_cut_holds_each_frame_from_its_key_frame_only() -> None:
     got = decode_frames(cut_data, np.concatenate([v for v, _ in cut_views]), seek=False)
     want = decode_frames(data, [5, 70, 5, 71, 95], seek=False)
     assert np.array_equal(got, want)
+    # what a decoder is handed: the cut where asked for, else the whole video as it is
+    handed_data, handed_views = views_for_decoder(data, views, "vp9", True)
+    assert handed_data is not data and _packets(handed_data) == _packets(cut_data)
+    assert [v.tolist() for v, _ in handed_views] == [[1, 4, 1], [5, 9]]
+    whole, whole_views = views_for_decoder(data, views, "vp9", False)
+    assert whole is data and len(whole_views) == 2
+    assert all(a is b for a, b in zip(whole_views, views, strict=True))
 
 
 @pytest.mark.parametrize("container", [None, "h264"], ids=["mp4", "annex-b"])
@@ -145,13 +152,14 @@ def test_the_loader_yields_the_same_batches_with_and_without_cuts(tmp_path, monk
     root = _long_shards(tmp_path)
     marks = tmp_path / "cuts.txt"  # written by the (forked) worker processes
 
-    def counted(data, views, codec):
-        cut = trim_views(data, views, codec)
-        with marks.open("a") as f:
-            f.write(f"{cut is not None}\n")
-        return cut
+    def counted(video, views, codec, trim):
+        handed = views_for_decoder(video, views, codec, trim)
+        if trim:
+            with marks.open("a") as f:
+                f.write(f"{handed[0] is not video}\n")
+        return handed
 
-    monkeypatch.setattr(data.jobs, "trim_views", counted)
+    monkeypatch.setattr(data.jobs, "views_for_decoder", counted)
     got = {}
     for trim in (False, True):
         cfg = DataConfig(root=str(root), frames=4, shuffle_buffer=4, workers=1, gop_trim=trim)

@@ -33,7 +33,7 @@ from data.cache_format import (
     view_bytes,
     view_shard_name,
 )
-from data.gop_trim import trim_views
+from data.gop_trim import views_for_decoder
 from data.jobs import ClipJobs, flip_policy, train_view
 from data.loader import open_cached_train_batches, read_manifest
 from data.pyav_decode import decode_views
@@ -547,12 +547,13 @@ def test_cut_videos_write_the_cache_whole_videos_write(tmp_path, monkeypatch) ->
     root = write_shard_set(tmp_path / "src", {"train": [recs], "val": [recs[:1]]}, list("abcd"))
     cuts: list[bool] = []
 
-    def counted(data, views, codec):
-        cut = trim_views(data, views, codec)
-        cuts.append(cut is not None)
-        return cut
+    def counted(video, views, codec, trim):
+        handed = views_for_decoder(video, views, codec, trim)
+        if trim:
+            cuts.append(handed[0] is not video)
+        return handed
 
-    monkeypatch.setattr(data.cache_build, "trim_views", counted)
+    monkeypatch.setattr(data.cache_build, "views_for_decoder", counted)
     outs = {}
     for trim in ("true", "false"):
         outs[trim] = tmp_path / f"cut-{trim}"
