@@ -18,7 +18,7 @@ import torch
 from data.augment import Box, normalise
 from data.dali_decode import views_item
 from data.dali_pool import AnyDaliDecoder
-from data.jobs import SKIPPED
+from data.jobs import SKIPPED, ClipJob
 from data.pyav_decode import decode_views
 from data.records import SkipGuard
 
@@ -66,7 +66,7 @@ class Batcher:
 
     def __init__(
         self,
-        jobs: Iterator[dict],
+        jobs: Iterator[ClipJob | dict],
         decoder: AnyDaliDecoder | None,
         *,
         batch_size: int,
@@ -93,29 +93,30 @@ class Batcher:
             log.warning("%s; decoding such clips with PyAV on the CPU (logged once)", reason)
             self._warned.add(kind)
 
-    def _retry_on_cpu(self, job: dict) -> torch.Tensor | None:
+    def _retry_on_cpu(self, job: ClipJob) -> torch.Tensor | None:
         """The job's views decoded by PyAV, or None when the CPU cannot decode it either."""
+        assert job.data is not None
         try:
-            frames = decode_views(job["data"], job["views"], self.size)
+            frames = decode_views(job.data, job.views, self.size)
         except Exception as e:  # truly corrupt: counted by the caller
             log.debug("PyAV could not decode a clip DALI refused either: %s", e)
             return None
-        self.counters["cpu_fallback_clips"] += _clip_count(job)
+        self.counters["cpu_fallback_clips"] += job.clips
         self._warn_once("DALI could not decode a clip")
         return frames
 
-    def _decode(self, jobs: list[dict]) -> tuple[list[tuple[torch.Tensor, int]], int]:
+    def _decode(self, jobs: list[ClipJob]) -> tuple[list[tuple[torch.Tensor, int]], int]:
         """(uint8 V×T×C×S×S clip, label) for every clip of the jobs that decode, and how many
         jobs (videos) neither decoder could read; those are counted in `corrupt_skipped`.
 
         DALI decodes a video once per distinct crop box (`_decode_plan`), so an evaluation video
         of C temporal clips is decoded once, not C times; each view is then gathered from it. A
-        job of repeated training clips ("labels") is one DALI item whatever its boxes
+        job of repeated training clips (`ClipJob.repeated`) is one DALI item whatever its boxes
         (`DaliClipDecoder(views=k)`), and each of its views is a clip of its own.
         """
-        plans = [_plan(j) if "data" in j else [] for j in jobs]
+        plans = [_plan(j) if j.data is not None else [] for j in jobs]
         flat = [
-            (j["data"], item.frames, item.box)
+            (j.data, item.frames, item.box)
             for j, plan in zip(jobs, plans, strict=True)
             for item in plan
         ]
@@ -126,10 +127,10 @@ class Batcher:
         bad = sorted(bad_items)
         out, pos, lost = [], 0, 0
         for job, plan in zip(jobs, plans, strict=True):
-            if "frames" in job:
-                if job.get("fallback"):
-                    self._warn_once(job["fallback"])
-                out += _clips(job, torch.from_numpy(job["frames"]))
+            if job.frames is not None:
+                if job.fallback:
+                    self._warn_once(job.fallback)
+                out += _clips(job, torch.from_numpy(job.frames))
                 continue
             start, n = pos, len(plan)
             pos += n
@@ -143,13 +144,13 @@ class Batcher:
                 continue
             row = start - sum(1 for b in bad if b < start)  # DALI returns only the good items
             clips = decoded[row : row + n]
-            if "labels" in job:  # repeated clips: one item, view v in its v-th T rows, no copy
-                out += _clips(job, clips[0].unflatten(0, (len(job["views"]), -1)))
+            if job.repeated:  # one item, view v in its v-th T rows, no copy
+                out += _clips(job, clips[0].unflatten(0, (len(job.views), -1)))
                 continue
             if n == 1 and plan[0].gathers is None:  # one view: its frames as decoded, no copy
-                out.append((clips[:1], job["label"]))
+                out += _clips(job, clips[:1])
                 continue
-            views: list[torch.Tensor] = [clips[0][:0]] * len(job["views"])
+            views: list[torch.Tensor] = [clips[0][:0]] * len(job.views)
             for item, clip in zip(plan, clips, strict=True):
                 for v, gather in zip(item.views, item.gathers, strict=True):
                     views[v] = clip[torch.from_numpy(gather)]
@@ -158,29 +159,26 @@ class Batcher:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
         ready: list[tuple[torch.Tensor, int]] = []
-        pending: list[dict] = []
+        pending: list[ClipJob] = []
+        pending_clips = 0  # clips the pending jobs will give (a running sum: this is per clip)
         pulled, t0 = 0, time.perf_counter()
         for job in self.jobs:
             pulled += 1
             if pulled <= self.skip:
                 replayed(job, pulled, self.skip, t0)
                 continue
-            if "__corrupt__" in job:
-                self.counters["corrupt_skipped"] += int(job["__corrupt__"])
-                self._guard.skipped(int(job["__corrupt__"]))
-                continue
-            if "__bad__" in job:
-                self._count_bad(job["__bad__"], job["detail"])
-                self._guard.skipped(1)
+            if not isinstance(job, ClipJob):  # a corrupt or bad record's marker
+                self._skipped(job)
                 continue
             pending.append(job)
-            if sum(map(_clip_count, pending)) + len(ready) >= self.batch_size:
+            pending_clips += job.clips
+            if pending_clips + len(ready) >= self.batch_size:
                 decoded, lost = self._decode(pending)
                 if decoded:
                     self._guard.good()
                 self._guard.skipped(lost)  # records, not clips: a video gives k of them
                 ready += decoded
-                pending = []
+                pending, pending_clips = [], 0
             if len(ready) >= self.batch_size:
                 yield self._emit(ready[: self.batch_size], pulled)
                 ready = ready[self.batch_size :]
@@ -188,6 +186,15 @@ class Batcher:
         while ready:
             yield self._emit(ready[: self.batch_size], pulled)
             ready = ready[self.batch_size :]
+
+    def _skipped(self, marker: dict) -> None:
+        """Count a record a worker could not make a job of (`ClipJobs`' markers)."""
+        if "__corrupt__" in marker:
+            self.counters["corrupt_skipped"] += int(marker["__corrupt__"])
+            self._guard.skipped(int(marker["__corrupt__"]))
+        else:
+            self._count_bad(marker["__bad__"], marker["detail"])
+            self._guard.skipped(1)
 
     def _count_bad(self, kind: str, detail: str) -> None:
         key = f"bad_{kind}_skipped"
@@ -208,17 +215,12 @@ class Batcher:
         return normalise(frames, self.mean, self.std, self.dtype), labels, position
 
 
-def _clip_count(job: dict) -> int:
-    """Clips a job gives: one per view for repeated training clips, else one."""
-    return len(job["labels"]) if "labels" in job else 1
-
-
-def _clips(job: dict, views: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+def _clips(job: ClipJob, views: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
     """A job's decoded `V×T×C×S×S` views as (clip, label) pairs: one V-view clip, or V
     one-view clips of repeated sampling."""
-    if "labels" in job:
-        return [(views[v : v + 1], label) for v, label in enumerate(job["labels"])]
-    return [(views, job["label"])]
+    if job.repeated:
+        return [(views[v : v + 1], label) for v, label in enumerate(job.labels)]
+    return [(views, job.labels[0])]
 
 
 @dataclass(frozen=True)
@@ -233,10 +235,10 @@ class _DecodeItem:
     gathers: list[np.ndarray] | None
 
 
-def _plan(job: dict) -> list[_DecodeItem]:
+def _plan(job: ClipJob) -> list[_DecodeItem]:
     """DALI items of a job: repeated training clips in one item (`_repeat_plan`), else
     grouped by crop box (`_decode_plan`)."""
-    return _repeat_plan(job["views"]) if "labels" in job else _decode_plan(job["views"])
+    return _repeat_plan(job.views) if job.repeated else _decode_plan(job.views)
 
 
 def _repeat_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from common.seeding import numpy_rng
 from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
-from data.gop_trim import views_for_decoder
+from data.gop_trim import View, views_for_decoder
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
 from data.records import BadRecord, record_label, record_meta
@@ -40,6 +41,35 @@ def flip_policy(flip: str, manifest: dict) -> tuple[bool, list[int]]:
         for a, b in manifest.get("flip_pairs", []):
             identity[a], identity[b] = b, a
     return True, identity
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One video's work for the batcher (`data.batcher.Batcher`), made in a worker.
+
+    Either `data` (the encoded video, cut to what its views need where `data.gop_trim` allows,
+    for DALI in the main process) or `frames` (the views already decoded by PyAV here, a uint8
+    `V×T×C×S×S` array: arrays cross to the main process cheaply, `data/fork.py`) is set.
+    """
+
+    views: list[View]
+    """(frame indices, crop box) per view."""
+    labels: tuple[int, ...]
+    """One label per clip the job gives: one for a training clip or an evaluation video (its
+    views are one clip's), k for repeated sampling (each view a clip of its own)."""
+    data: bytes | None = None
+    frames: np.ndarray | None = None
+    fallback: str | None = None
+    """Why a codec DALI handles here was decoded by PyAV instead (logged once)."""
+
+    @property
+    def repeated(self) -> bool:
+        """Each view is a clip of its own (`data.repeat_aug` > 1)."""
+        return len(self.labels) > 1
+
+    @property
+    def clips(self) -> int:
+        return len(self.labels)
 
 
 SKIPPED = "__skipped__"
@@ -68,9 +98,9 @@ def train_view(
 
 
 class ClipJobs(torch.utils.data.IterableDataset):
-    """Worker side: records -> label + views (frame indices, crop box) + bytes or decoded frames.
+    """Worker side: records -> `ClipJob`s (labels + views + bytes or decoded frames).
 
-    One item per stream item: a job, or a `__bad__` / `__corrupt__` marker. `skip=N` resumes
+    One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict. `skip=N` resumes
     the DataLoader's item stream at item N: the worker's share of the first N items is replayed
     (the shard stream, its shuffle and the view draws all run, so every random stream is where
     it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
@@ -110,9 +140,11 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.gop_trim = gop_trim
         self.repeats = repeats
 
-    def _views(self, meta: dict, rng: np.random.Generator, label: int):
-        """(views, label): one training view, or `repeats` of them with a label each (a list:
-        every view becomes a clip of its own), or the evaluation views of one clip."""
+    def _views(
+        self, meta: dict, rng: np.random.Generator, label: int
+    ) -> tuple[list[View], tuple[int, ...]]:
+        """(views, labels): one training view, or `repeats` of them with a label each (every
+        view becomes a clip of its own), or the evaluation views of one clip."""
         n, h, w = meta["frames"], meta["height"], meta["width"]  # checked by record_meta
         if self.train:
             drawn = [
@@ -128,47 +160,39 @@ class ClipJobs(torch.utils.data.IterableDataset):
                 )
                 for _ in range(self.repeats)
             ]
-            views = [(idx, box) for idx, box, _ in drawn]
-            if self.repeats == 1:
-                return views, drawn[0][2]
-            return views, [view_label for _, _, view_label in drawn]
+            return [(idx, box) for idx, box, _ in drawn], tuple(lab for _, _, lab in drawn)
         views = [
             (idx, box)
             for idx in eval_indices(n, self.frames, self.sampling, self.stride, self.eval_clips)
             for box in eval_boxes(h, w, self.eval_crops)
         ]
-        return views, label
+        return views, (label,)
 
     def _plan(
         self, sample: dict, rng: np.random.Generator
-    ) -> tuple[str, int | list[int], dict, list]:
-        """(video extension, label, metadata, views): every random draw a record costs."""
+    ) -> tuple[str, tuple[int, ...], dict, list[View]]:
+        """(video extension, labels, metadata, views): every random draw a record costs."""
         ext = next(e for e in VIDEO_EXTS if e in sample)
         label = record_label(sample["cls"], self.num_classes)
         meta = record_meta(sample["json"])
-        views, label = self._views(meta, rng, label)
-        return ext, label, meta, views
+        views, labels = self._views(meta, rng, label)
+        return ext, labels, meta, views
 
-    def _job(self, sample: dict, rng: np.random.Generator) -> dict:
-        ext, label, meta, views = self._plan(sample, rng)
-        # "labels": one clip per view (repeated sampling); "label": the views are one clip's
-        labelled = {"labels": label} if isinstance(label, list) else {"label": label}
+    def _job(self, sample: dict, rng: np.random.Generator) -> ClipJob:
+        ext, labels, meta, views = self._plan(sample, rng)
         data = bytes(sample[ext])
         codec = meta.get("codec", "?")
         if self.dali_codecs is not None and codec in self.dali_codecs:
             if not self.gpu or gpu_decodable(codec, meta["width"], meta["height"]):
                 data, views = views_for_decoder(data, views, codec, self.gop_trim)
-                return {**labelled, "data": data, "views": views}
+                return ClipJob(views, labels, data=data)
             fallback = f"{codec} at {meta['width']}x{meta['height']} is below NVDEC's minimum"
         else:
             fallback = None if self.dali_codecs is None else f"DALI cannot decode {codec} here"
-        return {
-            **labelled,
-            "frames": decode_views(data, views, self.size).numpy(),  # arrays: data/fork.py
-            "fallback": fallback,
-        }
+        frames = decode_views(data, views, self.size).numpy()
+        return ClipJob(views, labels, frames=frames, fallback=fallback)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[ClipJob | dict]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         rng = numpy_rng(

@@ -8,6 +8,7 @@ import torch
 
 from data.augment import crop_resize_normalise, eval_boxes, normalise
 from data.dali_decode import DaliClipDecoder
+from data.jobs import ClipJob
 from data.pyav_decode import decode_frames
 from data.sampling import eval_indices, train_indices
 from data.transcode import encode_frames
@@ -124,7 +125,7 @@ def test_batcher_decodes_a_video_once_per_crop_box_and_keeps_every_view():
     views = [
         (idx, box) for idx in eval_indices(16, 4, "uniform", 2, 2) for box in eval_boxes(32, 48, 3)
     ]
-    jobs = [{"data": data, "views": views, "label": 1}, {"data": data, "views": views, "label": 2}]
+    jobs = [ClipJob(views, (1,), data=data), ClipJob(views, (2,), data=data)]
     dec = DaliClipDecoder(max_batch=8, size=16, device=torch.device("cpu"), num_threads=1)
     items: list[int] = []
     real = dec.decode

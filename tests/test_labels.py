@@ -181,7 +181,7 @@ def test_a_flipped_clip_is_relabelled_where_the_flip_is_decided(motion_shards):
     seen = set()
     for _ in range(64):
         for label in range(len(MOTION)):
-            [(_, (_, x0, _, x1))], new = ClipJobs._views(jobs, meta, rng, label)
+            [(_, (_, x0, _, x1))], (new,) = ClipJobs._views(jobs, meta, rng, label)
             mirrored = x0 > x1
             assert new == (flip_label[label] if mirrored else label)
             seen.add(mirrored)

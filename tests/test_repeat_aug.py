@@ -12,6 +12,7 @@ import torch
 from core.config import load_config
 from data.batcher import Batcher
 from data.config import DataConfig
+from data.jobs import ClipJob
 from data.transcode import encode_frames
 from tests.data_helpers import (
     HALF,
@@ -120,7 +121,7 @@ def _batcher(jobs, counters: dict, max_skipped: int) -> Batcher:
 def test_clips_decoded_on_the_cpu_after_dali_refused_are_counted_as_clips() -> None:
     data = encode_frames(index_frames(8), fps=8.0, codec="vp9", gop=4, lossless=True)
     views = [(np.array([v, v + 4]), (0.0, 0.0, 1.0, 1.0)) for v in range(4)]
-    jobs = iter([{"labels": [1] * 4, "data": data, "views": views}] * 2)
+    jobs = iter([ClipJob(views, (1,) * 4, data=data)] * 2)
     counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
     frames, labels, _ = next(iter(_batcher(jobs, counters, 5)))
     assert frames.shape == (8, 1, 2, 3, 16, 16) and labels.tolist() == [1] * 8
@@ -132,7 +133,7 @@ def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> N
     that no decoder reads is one record, not k."""
     garbage = b"\x1aE\xdf\xa3garbage" * 8
     views = [(np.array([0, 1]), (0.0, 0.0, 1.0, 1.0))] * 4
-    jobs = ({"labels": [0] * 4, "data": garbage, "views": views} for _ in range(50))
+    jobs = (ClipJob(views, (0,) * 4, data=garbage) for _ in range(50))
     counters = {"corrupt_skipped": 0, "cpu_fallback_clips": 0, "clips": 0}
     batcher = _batcher(jobs, counters, 5)
     with pytest.raises(RuntimeError, match="no usable record in the last 6 read"):

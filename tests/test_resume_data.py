@@ -21,7 +21,7 @@ from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
 from data.fork import start_workers, stop_workers, worker_loader
-from data.jobs import SKIPPED, ClipJobs, own_share
+from data.jobs import SKIPPED, ClipJob, ClipJobs, own_share
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
 from tests.data_helpers import (
@@ -78,13 +78,13 @@ def _jobs(root: Path, skip: int, workers: int) -> list:
         stop_workers(items)
 
 
-def _comparable(item: dict) -> tuple:
-    if "label" not in item:
+def _comparable(item: ClipJob | dict) -> tuple:
+    if not isinstance(item, ClipJob):
         return ("marker", sorted((k, str(v)) for k, v in item.items()))
-    if "frames" in item:  # decoded by PyAV in the worker: the crop and frames are in them
-        return ("job", item["label"], None, item["frames"].tobytes())
-    views = [(idx.tolist(), tuple(box)) for idx, box in item["views"]]
-    return ("job", item["label"], views, item["data"])
+    if item.frames is not None:  # decoded by PyAV in the worker: the crop and frames are in them
+        return ("job", item.labels, None, item.frames.tobytes())
+    views = [(idx.tolist(), tuple(box)) for idx, box in item.views]
+    return ("job", item.labels, views, item.data)
 
 
 def test_own_share_counts_each_item_once() -> None:

@@ -206,9 +206,7 @@ def test_view_policy_is_the_training_policy() -> None:
     meta = {"frames": 16, "height": 24, "width": 40}
     flips = 0
     for seed in range(40):
-        (idx, box), label = (lambda v: (v[0][0], v[1]))(
-            jobs._views(meta, np.random.default_rng(seed), 0)
-        )
+        [(idx, box)], (label,) = jobs._views(meta, np.random.default_rng(seed), 0)
         got = train_view(
             meta,
             0,
