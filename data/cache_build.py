@@ -50,8 +50,8 @@ from data.config import DataConfig
 from data.dali_decode import gpu_decodable, views_item
 from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
-from data.gop_trim import views_for_decoder
-from data.jobs import flip_policy, train_view
+from data.gop_trim import View, views_for_decoder
+from data.jobs import ClipJob, flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.prefetch import Prefetcher
 from data.pyav_decode import decode_views
@@ -104,6 +104,20 @@ def cache_views(
     ]
 
 
+@dataclass(frozen=True)
+class CacheJob:
+    """One clip of the build: made in a worker, decoded and written in the main process."""
+
+    unit: int
+    """Index of the source shard it comes from."""
+    key: str
+    views: list[View]
+    """The K views in the video's own frame numbers: written with the tokens."""
+    clip: ClipJob
+    """What is decoded: the K views, each a clip with its own label, in the numbers of the
+    video DALI is handed (cut where `data.gop_trim` allows), or decoded by PyAV already."""
+
+
 class CacheJobs(torch.utils.data.IterableDataset):
     """Worker side: this worker's source shards -> per clip its key, K views and labels, with
     the encoded bytes (for DALI) or the views decoded by PyAV; an end marker after each shard."""
@@ -125,7 +139,7 @@ class CacheJobs(torch.utils.data.IterableDataset):
         self.flip, self.num_classes = flip, num_classes
         self.dali_codecs, self.gpu = dali_codecs, gpu
 
-    def _job(self, sample: dict) -> dict:
+    def _job(self, unit: int, sample: dict) -> CacheJob:
         ext = next(e for e in VIDEO_EXTS if e in sample)
         label = record_label(sample["cls"], self.num_classes)
         meta = record_meta(sample["json"])
@@ -143,24 +157,24 @@ class CacheJobs(torch.utils.data.IterableDataset):
             flip=self.flip,
         )
         views = [(idx, box) for idx, box, _ in chosen]
-        job = {"key": sample["__key__"], "labels": [lab for _, _, lab in chosen], "views": views}
+        labels = tuple(lab for _, _, lab in chosen)
         data, codec = bytes(sample[ext]), meta.get("codec", "?")
         dali = self.dali_codecs is not None and codec in self.dali_codecs
         if dali and (not self.gpu or gpu_decodable(codec, meta["width"], meta["height"])):
-            # decoded by DALI in the main process; "views" stay the video's own frame numbers
-            # (they are written with the tokens), "decode" are those of the cut video
             data, decode = views_for_decoder(data, views, codec, cfg.gop_trim)
-            return job | {"data": data, "decode": decode}
-        return job | {"frames": decode_views(data, views, self.size).numpy()}
+            clip = ClipJob(decode, labels, data=data)  # decoded by DALI in the main process
+        else:
+            clip = ClipJob(views, labels, frames=decode_views(data, views, self.size).numpy())
+        return CacheJob(unit, sample["__key__"], views, clip)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[CacheJob | dict]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for unit in self.units[wid::nw]:
             errors = [0]
             for sample in tar_samples(unit.path, errors):
                 try:
-                    yield {"unit": unit.index, **self._job(sample)}
+                    yield self._job(unit.index, sample)
                 except BadRecord as e:
                     yield {"unit": unit.index, "__bad__": e.kind, "detail": str(e)}
                 except Exception as e:  # unreadable clip: skipped and counted, never a crash
@@ -378,62 +392,63 @@ class CacheBuilder:
             bar.close()
         return written
 
-    def _decoded(self, items: Iterator[dict]) -> Iterator[tuple]:
+    def _decoded(self, items: Iterator[CacheJob | dict]) -> Iterator[tuple]:
         """The workers' items in order, clips decoded a batch at a time: `("batch", jobs,
         clips)`, `("end", marker)` once a source shard is all read, `("skip", item)`."""
-        pending: list[dict] = []
+        pending: list[CacheJob] = []
         for item in items:
-            if "__end__" in item:
-                if pending:
-                    yield "batch", pending, self._decode(pending)
-                    pending = []
-                yield "end", item
-            elif "__bad__" in item or "__corrupt__" in item:
-                yield "skip", item
-            else:
+            if isinstance(item, CacheJob):
                 pending.append(item)
                 if len(pending) >= self.batch_clips:
                     yield "batch", pending, self._decode(pending)
                     pending = []
+            elif "__end__" in item:
+                if pending:
+                    yield "batch", pending, self._decode(pending)
+                    pending = []
+                yield "end", item
+            else:  # a bad or corrupt record's marker
+                yield "skip", item
 
-    def _decode(self, jobs: list[dict]) -> list[torch.Tensor | None]:
+    def _decode(self, jobs: list[CacheJob]) -> list[torch.Tensor | None]:
         """uint8 `K x T x C x S x S` per job (None: neither DALI nor PyAV could decode it).
 
         A clip is one DALI item (`DaliClipDecoder(views=K)`): its video is decoded once for all
         K views, whatever their frames and crop boxes."""
-        flat = [(j["data"], *views_item(j["decode"])) for j in jobs if "data" in j]
+        clips = [j.clip for j in jobs]
+        flat = [(c.data, *views_item(c.views)) for c in clips if c.data is not None]
         decoded, bad = (None, [])
         if flat:
             assert self._dali is not None
             decoded, bad = self._dali.decode(flat)
         out: list[torch.Tensor | None] = []
         pos = 0
-        for job in jobs:
-            if "frames" in job:  # decoded by PyAV in the worker, a numpy array (data/fork.py)
-                out.append(torch.from_numpy(job["frames"]))
+        for job in clips:
+            if job.frames is not None:  # decoded by PyAV in the worker (data/fork.py)
+                out.append(torch.from_numpy(job.frames))
                 continue
             item = pos
             pos += 1
             if item in bad:
                 try:
-                    out.append(decode_views(job["data"], job["decode"], self.size))
+                    out.append(decode_views(job.data, job.views, self.size))
                 except Exception as e:  # truly corrupt
                     log.debug("PyAV could not decode a clip DALI refused either: %s", e)
                     out.append(None)
                 continue
             assert decoded is not None
             clip = decoded[item - sum(1 for b in bad if b < item)]  # DALI returns the good ones
-            out.append(clip.unflatten(0, (len(job["views"]), -1)))
+            out.append(clip.unflatten(0, (len(job.views), -1)))
         return out
 
     def _write(
-        self, jobs: list[dict], clips: list[torch.Tensor | None], units: dict[int, _UnitOut]
+        self, jobs: list[CacheJob], clips: list[torch.Tensor | None], units: dict[int, _UnitOut]
     ) -> int:
         """Encode and write the decoded `clips` of `jobs`; returns the clips written."""
         good = [(job, clip) for job, clip in zip(jobs, clips, strict=True) if clip is not None]
         for job, clip in zip(jobs, clips, strict=True):
             if clip is None:
-                units[job["unit"]].skipped["corrupt"] += 1
+                units[job.unit].skipped["corrupt"] += 1
         if not good:
             return 0
         frames = to_device([clip for _, clip in good], self.device)  # n x K x T x C x S x S
@@ -448,12 +463,12 @@ class CacheBuilder:
         for j, (job, _) in enumerate(good):
             if not (np.isfinite(embed[j]).all() and np.isfinite(patches[j]).all()):
                 raise CacheError(
-                    f"clip {job['key']}: tokens are not finite in {self.token_dtype} (overflow?); "
+                    f"clip {job.key}: tokens are not finite in {self.token_dtype} (overflow?); "
                     "build with --dtype float32"
                 )
-            unit = units[job["unit"]]
+            unit = units[job.unit]
             for v in range(k):
-                idx, box = job["views"][v]
+                idx, box = job.views[v]
                 meta = {
                     "view": v,
                     "frames": [int(i) for i in idx],
@@ -461,13 +476,13 @@ class CacheBuilder:
                     "flip": bool(box[1] > box[3]),
                 }
                 files = {
-                    "cls": str(job["labels"][v]).encode(),
+                    "cls": str(job.clip.labels[v]).encode(),
                     "json": json.dumps(meta).encode(),
                     EMBED: encode_array(embed[j, v]),
                 }
                 if patches.shape[3] > 0:
                     files[PATCHES] = encode_array(patches[j, v])
-                unit.writers[v].write(job["key"], files)
+                unit.writers[v].write(job.key, files)
             unit.clips += 1
         return len(good)
 
