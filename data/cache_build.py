@@ -415,15 +415,15 @@ class CacheBuilder:
 
         A clip is one DALI item (`DaliClipDecoder(views=K)`): its video is decoded once for all
         K views, whatever their frames and crop boxes."""
-        clips = [j.clip for j in jobs]
-        flat = [(c.data, *views_item(c.views)) for c in clips if c.data is not None]
+        to_decode = [j.clip for j in jobs]
+        flat = [(c.data, *views_item(c.views)) for c in to_decode if c.data is not None]
         decoded, bad = (None, [])
         if flat:
             assert self._dali is not None
             decoded, bad = self._dali.decode(flat)
         out: list[torch.Tensor | None] = []
         pos = 0
-        for job in clips:
+        for job in to_decode:
             if job.frames is not None:  # decoded by PyAV in the worker (data/fork.py)
                 out.append(torch.from_numpy(job.frames))
                 continue

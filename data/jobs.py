@@ -62,6 +62,10 @@ class ClipJob:
     fallback: str | None = None
     """Why a codec DALI handles here was decoded by PyAV instead (logged once)."""
 
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.frames is None):
+            raise ValueError("a ClipJob holds either the encoded video or its decoded views")
+
     @property
     def repeated(self) -> bool:
         """Each view is a clip of its own (`data.repeat_aug` > 1)."""
@@ -100,10 +104,10 @@ def train_view(
 class ClipJobs(torch.utils.data.IterableDataset):
     """Worker side: records -> `ClipJob`s (labels + views + bytes or decoded frames).
 
-    One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict. `skip=N` resumes
-    the DataLoader's item stream at item N: the worker's share of the first N items is replayed
-    (the shard stream, its shuffle and the view draws all run, so every random stream is where
-    it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
+    One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict.
+    `skip=N` resumes the DataLoader's item stream at item N: the worker's share of the first N
+    items is replayed (the shard stream, its shuffle and the view draws all run, so every random
+    stream is where it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
     """
 
     def __init__(

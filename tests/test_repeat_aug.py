@@ -139,3 +139,15 @@ def test_a_bad_video_counts_once_toward_the_skip_limit_whatever_its_clips() -> N
     with pytest.raises(RuntimeError, match="no usable record in the last 6 read"):
         next(iter(batcher))
     assert counters["corrupt_skipped"] == 6  # 3 decodes of 2 videos (8 clips) each
+
+
+def test_a_clip_job_holds_either_the_video_or_its_decoded_views() -> None:
+    views = [(np.array([0, 1]), (0.0, 0.0, 1.0, 1.0))]
+    with pytest.raises(ValueError, match="either"):
+        ClipJob(views, (0,))
+    with pytest.raises(ValueError, match="either"):
+        ClipJob(views, (0,), data=b"x", frames=np.zeros((1, 2, 3, 4, 4), np.uint8))
+    one = ClipJob(views, (0,), data=b"x")
+    assert one.clips == 1 and not one.repeated
+    three = ClipJob(views * 3, (0, 1, 2), frames=np.zeros((3, 2, 3, 4, 4), np.uint8))
+    assert three.clips == 3 and three.repeated
