@@ -12,20 +12,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def h264_idr(payload: bytes) -> bool:
+def h264_nal_length_size(extradata: bytes | None) -> int | None:
+    """Bytes in each NAL unit's length prefix where the stream's packets are length-prefixed
+    (its extradata is an `avcC` record, version byte 1, as MP4 and Matroska carry), None where
+    they are Annex-B (start codes). Only the stream says which: a packet's first bytes cannot
+    (a 256-511-byte unit's prefix `00 00 01 xx` reads as a start code)."""
+    if extradata and len(extradata) >= 5 and extradata[0] == 1:
+        return (extradata[4] & 0x03) + 1
+    return None
+
+
+def h264_idr(payload: bytes, length_size: int | None) -> bool:
     """Whether an H.264 packet holds an IDR picture (NAL type 5): the only key frames after
-    which no later picture refers to an earlier one. Length-prefixed (MP4) or Annex-B units."""
-    if payload[:3] == b"\x00\x00\x01" or payload[:4] == b"\x00\x00\x00\x01":
+    which no later picture refers to an earlier one. `length_size`: the stream's NAL length
+    prefix (`h264_nal_length_size`), None for Annex-B; a packet that does not parse as that
+    framing is not IDR (the caller then leaves the video whole)."""
+    if length_size is None:
+        if not (payload[:3] == b"\x00\x00\x01" or payload[:4] == b"\x00\x00\x00\x01"):
+            return False
         units = [u for u in payload.split(b"\x00\x00\x01")[1:] if u]
         return any(u[0] & 0x1F == 5 for u in units)
     pos = 0
-    while pos + 4 < len(payload):
-        size = int.from_bytes(payload[pos : pos + 4], "big")
-        if size <= 0 or pos + 4 + size > len(payload):
+    while pos + length_size < len(payload):
+        size = int.from_bytes(payload[pos : pos + length_size], "big")
+        if size <= 0 or pos + length_size + size > len(payload):
             return False
-        if payload[pos + 4] & 0x1F == 5:
+        if payload[pos + length_size] & 0x1F == 5:
             return True
-        pos += 4 + size
+        pos += length_size + size
     return False
 
 

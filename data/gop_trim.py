@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from data.augment import Box
-from data.bitstream import h264_idr, key_positions, read_packets
+from data.bitstream import h264_idr, h264_nal_length_size, key_positions, read_packets
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ def _cut(data: bytes, views: Sequence[View], codec: str) -> tuple[bytes, list[Vi
         pts = [int(p.pts) for p in packets]
         if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
             return None  # reordered frames (B-frames) or an edit list: frame numbers may differ
-        keys = [bool(p.is_keyframe) and (codec != "h264" or h264_idr(bytes(p))) for p in packets]
+        nal_length = h264_nal_length_size(stream.codec_context.extradata)
+        keys = [
+            bool(p.is_keyframe) and (codec != "h264" or h264_idr(bytes(p), nal_length))
+            for p in packets
+        ]
         if not keys[0]:
             return None
         key_of = key_positions(keys)

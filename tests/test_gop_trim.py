@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import data.jobs
-from data.bitstream import h264_idr
+from data.bitstream import h264_idr, h264_nal_length_size
 from data.config import DataConfig
 from data.dali_decode import DaliClipDecoder
 from data.gop_trim import MIN_SAVED_FRAMES, trim_views, views_for_decoder
@@ -107,11 +107,44 @@ def test_h264_key_frames_count_only_as_idr_pictures() -> None:
     """A key-flagged H.264 picture that is not IDR (an open GOP's I-frame) may be followed by
     pictures that refer to frames before it: no cut starts there."""
     avcc = lambda *units: b"".join(len(u).to_bytes(4, "big") + u for u in units)  # noqa: E731
-    assert h264_idr(avcc(b"\x06sei", b"\x65idr-slice"))
-    assert not h264_idr(avcc(b"\x06sei", b"\x41i-or-p-slice"))  # type 1: non-IDR picture
-    assert h264_idr(b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr")  # Annex-B
-    assert not h264_idr(b"\x00\x00\x01\x41p-slice")
-    assert not h264_idr(b"\x00\x00\x00\xffshort")  # a length past the end
+    assert h264_idr(avcc(b"\x06sei", b"\x65idr-slice"), 4)
+    assert not h264_idr(avcc(b"\x06sei", b"\x41i-or-p-slice"), 4)  # type 1: non-IDR picture
+    assert h264_idr(b"\x00\x00\x00\x01\x67sps\x00\x00\x01\x65idr", None)  # Annex-B
+    assert not h264_idr(b"\x00\x00\x01\x41p-slice", None)
+    assert not h264_idr(b"\x00\x00\x00\xffshort", 4)  # a length past the end
+    assert not h264_idr(avcc(b"\x65idr-slice"), None)  # not Annex-B framing: not trusted
+    two_byte = len(b"\x65idr").to_bytes(2, "big") + b"\x65idr"
+    assert h264_idr(two_byte, 2)
+
+
+def test_h264_framing_comes_from_the_stream_not_the_packet() -> None:
+    """A 256-511-byte unit's length prefix `00 00 01 xx` looks like an Annex-B start code: read
+    so, a P picture of 0x165 bytes counted as IDR (a cut starting there decodes wrong pixels)
+    and an IDR picture of 0x120 bytes did not (found on the GPU, 2026-11-28)."""
+    avcc = lambda unit: len(unit).to_bytes(4, "big") + unit  # noqa: E731
+    p_slice = avcc(b"\x41" + b"p" * (0x165 - 1))
+    idr = avcc(b"\x65" + b"i" * (0x120 - 1))
+    assert p_slice[:4] == b"\x00\x00\x01\x65" and idr[:4] == b"\x00\x00\x01\x20"
+    assert not h264_idr(p_slice, 4) and h264_idr(idr, 4)
+    assert h264_nal_length_size(b"\x01\x64\x00\x1f\xff\xe1") == 4  # avcC, lengthSizeMinusOne=3
+    assert h264_nal_length_size(b"\x01\x64\x00\x1f\xfd\xe1") == 2
+    assert h264_nal_length_size(b"\x00\x00\x00\x01\x67") is None  # Annex-B parameter sets
+    assert h264_nal_length_size(None) is None
+
+
+def test_h264_at_64_px_is_cut_exactly() -> None:
+    """64 px MP4 H.264 of noise: most packets are 256-511 bytes, the size the old framing guess
+    misread (tests/test_gpu.py's cut video, checked here on the CPU decoder)."""
+    data = encode_frames(_noise(120, size=64), fps=25, codec="h264", gop=8)
+    views = [(np.array([3, 40, 90, 119]), WHOLE), (np.array([60, 61, 62, 9]), WHOLE)]
+    cut = trim_views(data, views, "h264")
+    assert cut is not None
+    cut_data, cut_views = cut
+    assert _packets(cut_data) < _packets(data) // 2
+    got = decode_frames(cut_data, np.concatenate([v for v, _ in cut_views]), seek=False)
+    assert np.array_equal(
+        got, decode_frames(data, np.concatenate([v for v, _ in views]), seek=False)
+    )
 
 
 def test_vp8_with_a_hidden_frame_in_its_own_packet_is_left_whole(monkeypatch) -> None:
