@@ -116,6 +116,27 @@ def test_summary_reports_failed_and_missing_steps(tmp_path: Path) -> None:
     assert "no target figures" in text and "bench cache: no figures" in text
 
 
+def test_summary_compares_torch_adamw_with_the_tensor_row(tmp_path: Path) -> None:
+    """bench train writes a tensor row and a loader row under one name: bench_adam's tensor
+    row is compared with the first (the H200 summary of 2026-11-28 quoted the loader's)."""
+    row = {
+        **dict(name="B_frozen+attn", backbone="B", variant="frozen+attn", mode="frozen"),
+        **dict(frames=32, micro_batch=8, precision="bf16", zero_stage=2, status="ok"),
+        "peak_mem_bytes": 2**30,
+    }
+    train = [
+        {**row, "step_time_median_s": 0.0552},
+        {**row, "step_time_median_s": 0.0594, "data_root": "/shards"},
+    ]
+    results = tmp_path / "results"
+    (results / "torch-adamw").mkdir(parents=True)
+    (results / "results.json").write_text(json.dumps({"train": {"rows": train}}))
+    adamw = {"train": {"rows": [{**row, "step_time_median_s": 0.0528}]}}
+    (results / "torch-adamw" / "results.json").write_text(json.dumps(adamw))
+    text = summarise(tmp_path, results, dry_run=False)
+    assert "frozen+attn tensor step: 52.8 ms with torch AdamW vs 55.2 ms in bench train" in text
+
+
 def test_summary_counts_the_warnings_of_run_log(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     log.write_text(

@@ -99,7 +99,8 @@ def _optimizers(results: dict[str, Any], torch_adamw: Path) -> list[str]:
     if not torch_adamw.is_file():
         return []
     theirs = json.loads(torch_adamw.read_text()).get("train", {}).get("rows", [])
-    ours = {r["name"]: r for r in results.get("train", {}).get("rows", [])}
+    rows = results.get("train", {}).get("rows", [])
+    ours = {r["name"]: r for r in rows if not r.get("data_root")}  # its loader row shares the name
     lines = []
     for r in theirs:
         base = ours.get(r["name"])
