@@ -12,14 +12,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from data.augment import Box, normalise
-from data.dali_decode import views_item
+from data.augment import normalise
 from data.dali_pool import AnyDaliDecoder
+from data.job_decode import decode_jobs
 from data.jobs import SKIPPED, ClipJob
-from data.pyav_decode import decode_views
 from data.records import SkipGuard
 
 log = logging.getLogger(__name__)
@@ -59,8 +57,8 @@ class Batcher:
     """Groups worker jobs into batches, decodes the DALI ones, moves and normalises each batch.
 
     Yields `(frames V-view B×V×T×C×H×W in dtype, labels B, StreamPosition)` on `device`. A clip
-    DALI cannot decode is tried once more with PyAV (NVDEC refuses some sizes and profiles that
-    the CPU decodes) before it is counted in `corrupt_skipped`. `skip=N` drops the first N items,
+    DALI cannot decode is tried once more with PyAV (`data.job_decode`) before it is counted in
+    `corrupt_skipped`. `skip=N` drops the first N items,
     which must be the workers' replay markers (`ClipJobs(skip=N)`).
     """
 
@@ -93,68 +91,21 @@ class Batcher:
             log.warning("%s; decoding such clips with PyAV on the CPU (logged once)", reason)
             self._warned.add(kind)
 
-    def _retry_on_cpu(self, job: ClipJob) -> torch.Tensor | None:
-        """The job's views decoded by PyAV, or None when the CPU cannot decode it either."""
-        assert job.data is not None
-        try:
-            frames = decode_views(job.data, job.views, self.size)
-        except Exception as e:  # truly corrupt: counted by the caller
-            log.debug("PyAV could not decode a clip DALI refused either: %s", e)
-            return None
-        self.counters["cpu_fallback_clips"] += job.clips
-        self._warn_once("DALI could not decode a clip")
-        return frames
-
     def _decode(self, jobs: list[ClipJob]) -> tuple[list[tuple[torch.Tensor, int]], int]:
         """(uint8 V×T×C×S×S clip, label) for every clip of the jobs that decode, and how many
-        jobs (videos) neither decoder could read; those are counted in `corrupt_skipped`.
-
-        DALI decodes a video once per distinct crop box (`_decode_plan`), so an evaluation video
-        of C temporal clips is decoded once, not C times; each view is then gathered from it. A
-        job of repeated training clips (`ClipJob.repeated`) is one DALI item whatever its boxes
-        (`DaliClipDecoder(views=k)`), and each of its views is a clip of its own.
-        """
-        plans = [_plan(j) if j.data is not None else [] for j in jobs]
-        flat = [
-            (j.data, item.frames, item.box)
-            for j, plan in zip(jobs, plans, strict=True)
-            for item in plan
-        ]
-        decoded, bad_items = (None, [])
-        if flat:
-            assert self.decoder is not None
-            decoded, bad_items = self.decoder.decode(flat)
-        bad = sorted(bad_items)
-        out, pos, lost = [], 0, 0
-        for job, plan in zip(jobs, plans, strict=True):
-            if job.frames is not None:
-                if job.fallback:
-                    self._warn_once(job.fallback)
-                out += _clips(job, torch.from_numpy(job.frames))
+        jobs (videos) neither decoder could read; those are counted in `corrupt_skipped`."""
+        out, lost = [], 0
+        for job, got in zip(jobs, decode_jobs(jobs, self.decoder, self.size), strict=True):
+            if job.fallback:
+                self._warn_once(job.fallback)
+            if got.views is None:
+                self.counters["corrupt_skipped"] += 1
+                lost += 1
                 continue
-            start, n = pos, len(plan)
-            pos += n
-            if any(start <= b < start + n for b in bad):
-                frames = self._retry_on_cpu(job)
-                if frames is None:
-                    self.counters["corrupt_skipped"] += 1
-                    lost += 1
-                else:
-                    out += _clips(job, frames)
-                continue
-            row = start - sum(1 for b in bad if b < start)  # DALI returns only the good items
-            clips = decoded[row : row + n]
-            if job.repeated:  # one item, view v in its v-th T rows, no copy
-                out += _clips(job, clips[0].unflatten(0, (len(job.views), -1)))
-                continue
-            if n == 1 and plan[0].gathers is None:  # one view: its frames as decoded, no copy
-                out += _clips(job, clips[:1])
-                continue
-            views: list[torch.Tensor] = [clips[0][:0]] * len(job.views)
-            for item, clip in zip(plan, clips, strict=True):
-                for v, gather in zip(item.views, item.gathers, strict=True):
-                    views[v] = clip[torch.from_numpy(gather)]
-            out += _clips(job, torch.stack(views))
+            if got.cpu_retry:
+                self.counters["cpu_fallback_clips"] += job.clips
+                self._warn_once("DALI could not decode a clip")
+            out += _clips(job, got.views)
         return out, lost
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, StreamPosition]]:
@@ -221,55 +172,6 @@ def _clips(job: ClipJob, views: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
     if job.repeated:
         return [(views[v : v + 1], label) for v, label in enumerate(job.labels)]
     return [(views, job.labels[0])]
-
-
-@dataclass(frozen=True)
-class _DecodeItem:
-    """One DALI item of a job: the frames to decode under one crop box, and how its views
-    (`views`, positions in the job) are gathered from them (None: a single view, as decoded)."""
-
-    box: Box | np.ndarray
-    """The crop box; for repeated sampling, a `k×4` array, one per view."""
-    frames: np.ndarray
-    views: list[int]
-    gathers: list[np.ndarray] | None
-
-
-def _plan(job: ClipJob) -> list[_DecodeItem]:
-    """DALI items of a job: repeated training clips in one item (`_repeat_plan`), else
-    grouped by crop box (`_decode_plan`)."""
-    return _repeat_plan(job.views) if job.repeated else _decode_plan(job.views)
-
-
-def _repeat_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
-    """One item for the k views of repeated sampling (`DaliClipDecoder(views=k)` decodes
-    their union once and crops each view under its own box)."""
-    frames, boxes = views_item(views)
-    return [_DecodeItem(boxes, frames, list(range(len(views))), None)]
-
-
-def _decode_plan(views: list[tuple[np.ndarray, Box]]) -> list[_DecodeItem]:
-    """The job's views grouped by crop box, in first-seen order, each group one DALI item.
-
-    A group decodes the sorted union of its views' frame indices, padded with its last index
-    to (views x T) frames so that every item of a batch has the same length; each view is
-    gathered back by position.
-    """
-    groups: dict[tuple[float, ...], tuple[Box, list[int]]] = {}
-    for v, (_, box) in enumerate(views):
-        groups.setdefault(tuple(float(x) for x in box), (box, []))[1].append(v)
-    plan = []
-    for box, members in groups.values():
-        if len(views) == 1:
-            plan.append(_DecodeItem(box, np.asarray(views[0][0]), members, None))
-            continue
-        wanted = [np.asarray(views[v][0]) for v in members]
-        union = np.unique(np.concatenate(wanted))
-        size = sum(len(w) for w in wanted)
-        frames = np.concatenate([union, np.full(size - len(union), union[-1])])
-        gathers = [np.searchsorted(union, w) for w in wanted]
-        plan.append(_DecodeItem(box, frames, members, gathers))
-    return plan
 
 
 def to_device(clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -47,10 +47,11 @@ from data.cache_format import (
     view_shard_name,
 )
 from data.config import DataConfig
-from data.dali_decode import gpu_decodable, views_item
+from data.dali_decode import gpu_decodable
 from data.dali_pool import AnyDaliDecoder, dali_decoder
 from data.fork import start_workers, stop_workers, worker_loader
 from data.gop_trim import View, views_for_decoder
+from data.job_decode import decode_jobs
 from data.jobs import ClipJob, flip_policy, train_view
 from data.manifest import VIDEO_EXTS, read_manifest, split_shards
 from data.prefetch import Prefetcher
@@ -415,31 +416,8 @@ class CacheBuilder:
 
         A clip is one DALI item (`DaliClipDecoder(views=K)`): its video is decoded once for all
         K views, whatever their frames and crop boxes."""
-        to_decode = [j.clip for j in jobs]
-        flat = [(c.data, *views_item(c.views)) for c in to_decode if c.data is not None]
-        decoded, bad = (None, [])
-        if flat:
-            assert self._dali is not None
-            decoded, bad = self._dali.decode(flat)
-        out: list[torch.Tensor | None] = []
-        pos = 0
-        for job in to_decode:
-            if job.frames is not None:  # decoded by PyAV in the worker (data/fork.py)
-                out.append(torch.from_numpy(job.frames))
-                continue
-            item = pos
-            pos += 1
-            if item in bad:
-                try:
-                    out.append(decode_views(job.data, job.views, self.size))
-                except Exception as e:  # truly corrupt
-                    log.debug("PyAV could not decode a clip DALI refused either: %s", e)
-                    out.append(None)
-                continue
-            assert decoded is not None
-            clip = decoded[item - sum(1 for b in bad if b < item)]  # DALI returns the good ones
-            out.append(clip.unflatten(0, (len(job.views), -1)))
-        return out
+        clips = [j.clip for j in jobs]
+        return [d.views for d in decode_jobs(clips, self._dali, self.size, one_item=True)]
 
     def _write(
         self, jobs: list[CacheJob], clips: list[torch.Tensor | None], units: dict[int, _UnitOut]
