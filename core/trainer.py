@@ -89,17 +89,22 @@ class Trainer:
             return self.engine(tokens)
         return self.engine(frames)
 
+    def loss(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of a micro-batch, in training mode: `train_step`'s forward half
+        (the benchmarks time it apart from the backward and the optimiser step)."""
+        self.engine.train()
+        logits = self.forward(frames)
+        return torch.nn.functional.cross_entropy(
+            logits.float(), labels.to(logits.device, non_blocking=True)
+        )
+
     def train_step(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One micro-batch; DeepSpeed steps the optimiser at each accumulation boundary.
 
         Returns the loss as a 0-dim tensor on the device: reading it (`float()`) waits for the
         device, so the training loop does that only on logging steps.
         """
-        self.engine.train()
-        logits = self.forward(frames)
-        loss = torch.nn.functional.cross_entropy(
-            logits.float(), labels.to(logits.device, non_blocking=True)
-        )
+        loss = self.loss(frames, labels)
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
