@@ -373,7 +373,48 @@ def _train_md(section: dict[str, Any]) -> list[str]:
                 for r in fed
             ],
         )
+    phased = [r for r in rows if r["status"] == "ok" and r.get("phase_s")]
+    if phased:
+        lines += [
+            "### Where a step goes (in-memory tensors; median ms of each phase, timed apart)",
+            "",
+            "`forward` includes the loss and, for the frozen variants, the spatial forward under "
+            "no_grad (shown apart); `rest of forward` is the adapter, temporal transformer and head.",
+            "",
+        ]
+        lines += _table(
+            [
+                "backbone",
+                "variant",
+                "T",
+                "B",
+                "step",
+                "forward",
+                "spatial fwd",
+                "rest of forward",
+                "backward",
+                "optimizer",
+            ],
+            [[*_phase_cells(r)] for r in phased],
+        )
     return lines
+
+
+def _phase_cells(r: dict[str, Any]) -> list[str]:
+    p = r["phase_s"]
+    spatial = p.get("spatial_forward")
+    return [
+        r["backbone"],
+        r["variant"],
+        str(r["frames"]),
+        str(r["micro_batch"]),
+        f"{r['step_time_median_s'] * 1e3:.1f}",
+        f"{p['forward'] * 1e3:.1f}",
+        _f(None if spatial is None else spatial * 1e3, ".1f"),
+        _f(None if spatial is None else max(0.0, p["forward"] - spatial) * 1e3, ".1f"),
+        f"{p['backward'] * 1e3:.1f}",
+        f"{p['optimizer'] * 1e3:.1f}",
+    ]
 
 
 def _frames_md(section: dict[str, Any]) -> list[str]:

@@ -78,6 +78,22 @@ def _time_spatial_forward(trainer: Any, frames: Any, clock: _Clock, reps: int) -
     return statistics.median(times)
 
 
+def _time_phases(trainer: Any, frames: Any, labels: Any, clock: _Clock, reps: int) -> dict:
+    """Median time of each phase of a step (forward with the loss, backward, optimiser step),
+    each drained on a GPU: where a step's time goes. The phases' sum exceeds the step a little
+    there, since each drain stalls the queue; they are extra steps, after the timed ones."""
+    engine = trainer.engine
+    phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
+    for i in range(reps + 1):
+        t_fwd, loss = clock.time(lambda: trainer.loss(frames, labels))
+        t_bwd, _ = clock.time(lambda loss=loss: engine.backward(loss))
+        t_opt, _ = clock.time(engine.step)
+        if i > 0:  # the first call warms up
+            for name, dt in zip(phases, (t_fwd, t_bwd, t_opt), strict=True):
+                phases[name].append(dt)
+    return {name: statistics.median(times) for name, times in phases.items()}
+
+
 def _feed_from_data(trainer: Any, cfg: Any, spec: BenchSpec):
     """The real streaming pipeline (shards -> decode -> augment) at this config's sizes, or,
     with `data.cache` set, the cached-token stream stage 2 trains from (refused unless the
@@ -165,6 +181,11 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
     spatial_s = None
     if spec.measure_spatial and spec.mode == "frozen" and not cfg.data.cache:
         spatial_s = _time_spatial_forward(trainer, frames, clock, reps=max(2, spec.steps // 2))
+    phase_s = None
+    if spec.measure_spatial and stream is None:
+        phase_s = _time_phases(trainer, frames, labels, clock, reps=max(2, spec.steps // 2))
+        if spatial_s is not None:
+            phase_s["spatial_forward"] = spatial_s  # part of "forward", under no_grad
 
     device = device_info()
     dims = dims_of(trainer.model, num_classes)
@@ -212,6 +233,8 @@ def measure(spec: BenchSpec) -> dict[str, Any]:
         result["spatial_fwd_flops"] = spatial_flops
         result["spatial_fwd_tflops"] = spatial_flops / spatial_s / 1e12
         result["spatial_fwd_mfu"] = mfu(spatial_flops, spatial_s, device["name"]) if cuda else None
+    if phase_s is not None:
+        result["phase_s"] = phase_s
     if stream is not None:
         result["data_wait_median_s"] = statistics.median(wait_times)
         result["data_step_time_median_s"] = statistics.median(

@@ -37,11 +37,20 @@ def test_bench_train_quick_writes_finite_results(tmp_path: Path) -> None:
     assert frozen["frozen_params"] > 0 and full["frozen_params"] == 0
     assert frozen["flops_per_step"] < full["flops_per_step"]
     assert frozen["spatial_fwd_s"] > 0
+    for row in (full, frozen):  # where the step goes: every phase timed, adding up to a step
+        phases = row["phase_s"]
+        assert all(phases[k] > 0 for k in ("forward", "backward", "optimizer")), phases
+        total = phases["forward"] + phases["backward"] + phases["optimizer"]
+        assert 0.5 < total / row["step_time_median_s"] < 2.0, (phases, row["step_time_median_s"])
+    assert "spatial_forward" not in full["phase_s"]
+    assert frozen["phase_s"]["spatial_forward"] < frozen["phase_s"]["forward"] * 1.5
+    assert frozen["phase_s"]["backward"] < full["phase_s"]["backward"]  # nothing spatial to train
     env = results["environment"]
     assert env["versions"]["torch"] and env["versions"]["deepspeed"] and env["versions"]["timm"]
     assert "bench train --quick" in env["command"]
     md = (out / "results.md").read_text()
     assert "frozen / full ratios" in md and "| tiny-debug | frozen+attn | 8 | 4 |" in md
+    assert "### Where a step goes" in md
     png = out / "train_tiny-debug.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

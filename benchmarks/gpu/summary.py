@@ -86,6 +86,15 @@ def _train(results: dict[str, Any]) -> list[str]:
             f"- {r['variant']} / full: step {r['step_time_ratio']:.3f}, peak memory "
             f"{r['peak_mem_ratio']:.3f}"
         )
+    for r in rows:
+        if r["status"] == "ok" and r.get("phase_s"):
+            p = r["phase_s"]
+            spatial = p.get("spatial_forward")
+            lines.append(
+                f"- {r['variant']} step phases (ms): forward {p['forward'] * 1e3:.1f}"
+                + (f" (spatial {spatial * 1e3:.1f})" if spatial is not None else "")
+                + f", backward {p['backward'] * 1e3:.1f}, optimizer {p['optimizer'] * 1e3:.1f}"
+            )
     for r in data_over_tensor(rows):
         lines.append(
             f"- {r['variant']} loader-inclusive / tensor step: {r['data_over_tensor']:.3f} "
