@@ -36,7 +36,8 @@ class BenchSpec:
     warmup: int = 2
     steps: int = 5
     measure_spatial: bool = True
-    """Also time the frozen spatial forward alone (for its MFU)."""
+    """Also time the frozen spatial forward alone (for its MFU) and, on in-memory tensors, each
+    phase of a step (forward, backward, optimiser: where the step goes)."""
     data_root: str | None = None
     """Feed from real shards (`data.loader.open_train_batches`) instead of synthetic tensors."""
     gpu_budget_bytes: int | None = None

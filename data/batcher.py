@@ -58,8 +58,8 @@ class Batcher:
 
     Yields `(frames V-view B×V×T×C×H×W in dtype, labels B, StreamPosition)` on `device`. A clip
     DALI cannot decode is tried once more with PyAV (`data.job_decode`) before it is counted in
-    `corrupt_skipped`. `skip=N` drops the first N items,
-    which must be the workers' replay markers (`ClipJobs(skip=N)`).
+    `corrupt_skipped`. `skip=N` drops the first N items, which must be the workers' replay
+    markers (`ClipJobs(skip=N)`).
     """
 
     def __init__(
