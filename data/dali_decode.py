@@ -63,6 +63,16 @@ def views_item(views: Sequence[tuple[np.ndarray, Box]]) -> tuple[np.ndarray, np.
     return frames, np.asarray([box for _, box in views], dtype=np.float32)
 
 
+def check_equal_lengths(items: Sequence[tuple[bytes, np.ndarray, Box]]) -> None:
+    """Refuse a batch whose items ask for different numbers of frames: its clips come back as
+    one `N×F×C×S×S` tensor, and a retry item by item would fail only when joining them."""
+    lengths = sorted({len(frames) for _, frames, _ in items})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the items of one DALI batch must ask for the same number of frames, got {lengths}"
+        )
+
+
 class DaliClipDecoder:
     """One DALI pipeline; `decode()` takes up to `max_batch` items, returns uint8 `N×F×C×S×S`.
 
@@ -168,6 +178,7 @@ class DaliClipDecoder:
         """
         if not items:
             return None, []
+        check_equal_lengths(items)
         try:
             return self._run(items), []
         except Exception as e:  # DALI surfaces decode errors as RuntimeError or IndexError

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from data.augment import Box
-from data.dali_decode import DaliClipDecoder
+from data.dali_decode import DaliClipDecoder, check_equal_lengths
 
 
 class DaliDecoderPool:
@@ -62,6 +62,7 @@ class DaliDecoderPool:
         """As `DaliClipDecoder.decode`: the good clips in order, and the bad items' positions."""
         if not items:
             return None, []
+        check_equal_lengths(items)  # here, not only per share: shares are joined below
         if self._threads is None:
             self._threads = ThreadPoolExecutor(len(self.decoders), thread_name_prefix="vivit-dali")
         bounds = np.linspace(0, len(items), len(self.decoders) + 1).round().astype(int)

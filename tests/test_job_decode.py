@@ -4,9 +4,11 @@ training batcher and the cache build: every way a job is decoded gives its views
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from data.dali_decode import DaliClipDecoder
+from data.dali_pool import DaliDecoderPool
 from data.job_decode import decode_jobs
 from data.jobs import ClipJob
 from data.pyav_decode import decode_views
@@ -77,3 +79,19 @@ def test_one_item_jobs_give_the_same_views_as_each_view_alone() -> None:
     got = decode_jobs(jobs, dec, SIZE, one_item=True)
     want = _alone(data)
     assert all(torch.equal(g.views, want) and not g.cpu_retry for g in got)
+
+
+def test_a_batch_of_items_asking_for_different_frame_counts_is_refused_by_name() -> None:
+    """One batch of clips is one tensor: items of 3 and 6 frames cannot share it. Before, the
+    batch failed inside DALI, each item then decoded alone, and joining them failed."""
+    data = _noise_video()
+    items = [(data, FIRST, BOX_A), (data, np.concatenate([FIRST, SECOND]), BOX_B)]
+    dec = DaliClipDecoder(max_batch=2, size=SIZE, device=torch.device("cpu"), num_threads=1)
+    with pytest.raises(ValueError, match=r"same number of frames, got \[3, 6\]"):
+        dec.decode(items)
+    pool = DaliDecoderPool(
+        max_batch=2, size=SIZE, device=torch.device("cpu"), num_threads=1, pipelines=2
+    )
+    with pytest.raises(ValueError, match="same number of frames"):
+        pool.decode(items)  # one item per pipeline: each share alone is uniform
+    pool.close()
