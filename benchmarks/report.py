@@ -251,10 +251,7 @@ def _train_md(section: dict[str, Any]) -> list[str]:
         if r["status"] != "ok":
             body.append(
                 [
-                    r["backbone"],
-                    r["variant"],
-                    str(r["frames"]),
-                    str(r["micro_batch"]),
+                    *_config_cells(r),
                     r["precision"],
                     _f(r["zero_stage"]),
                     r["status"].upper(),
@@ -271,10 +268,7 @@ def _train_md(section: dict[str, Any]) -> list[str]:
             continue
         body.append(
             [
-                r["backbone"],
-                r["variant"],
-                str(r["frames"]),
-                str(r["micro_batch"]),
+                *_config_cells(r),
                 r["precision"],
                 _f(r["zero_stage"]),
                 f"{r['step_time_median_s'] * 1e3:.1f}",
@@ -330,10 +324,7 @@ def _train_md(section: dict[str, Any]) -> list[str]:
             ],
             [
                 [
-                    r["backbone"],
-                    r["variant"],
-                    str(r["frames"]),
-                    str(r["micro_batch"]),
+                    *_config_cells(r),
                     f"{r['step_time_ratio']:.3f}",
                     f"{r['speedup']:.2f}x",
                     _f(r["cpu_time_ratio"], ".3f"),
@@ -360,10 +351,7 @@ def _train_md(section: dict[str, Any]) -> list[str]:
             ],
             [
                 [
-                    r["backbone"],
-                    r["variant"],
-                    str(r["frames"]),
-                    str(r["micro_batch"]),
+                    *_config_cells(r),
                     str(r["decoder"]),
                     f"{r['tensor_step_s'] * 1e3:.1f}",
                     f"{r['data_step_s'] * 1e3:.1f}",
@@ -400,14 +388,16 @@ def _train_md(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _config_cells(r: dict[str, Any]) -> list[str]:
+    """The cells that name a configuration, first in every per-configuration table."""
+    return [r["backbone"], r["variant"], str(r["frames"]), str(r["micro_batch"])]
+
+
 def _phase_cells(r: dict[str, Any]) -> list[str]:
     p = r["phase_s"]
     spatial = p.get("spatial_forward")
     return [
-        r["backbone"],
-        r["variant"],
-        str(r["frames"]),
-        str(r["micro_batch"]),
+        *_config_cells(r),
         f"{r['step_time_median_s'] * 1e3:.1f}",
         f"{p['forward'] * 1e3:.1f}",
         _f(None if spatial is None else spatial * 1e3, ".1f"),
