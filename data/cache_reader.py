@@ -31,7 +31,7 @@ from data.cache_format import (
     split_view_shards,
 )
 from data.config import DataConfig
-from data.fork import worker_loader
+from data.fork import chunked, unchunked, worker_loader
 from data.jobs import SKIPPED, own_share
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, SkipGuard, record_label, skip_limit
@@ -58,12 +58,14 @@ class _TokenRecords(torch.utils.data.IterableDataset):
         patches: int,
         dim: int,
         skip: int = 0,
+        chunk: int = 1,
     ):
         self.stream, self.num_classes = stream, num_classes
         self.frames, self.patches, self.dim = frames, patches, dim
         # items of the whole stream a resumed run replays: this worker's share of them is read
         # and answered with a replay marker, not decoded (as `ClipJobs.skip`)
         self.skip = skip
+        self.chunk = chunk  # items per loader item (`data.fork.chunked`)
 
     def _record(self, sample: dict) -> tuple[np.ndarray, np.ndarray, int]:
         label = record_label(sample["cls"], self.num_classes)
@@ -80,10 +82,12 @@ class _TokenRecords(torch.utils.data.IterableDataset):
             raise BadRecord("meta", f"token shapes {embed.shape}, {patches.shape}")
         return embed, patches, label
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[list[Any]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        replay = own_share(self.skip, wid, nw)
+        return chunked(self._items(own_share(self.skip, wid, nw, self.chunk)), self.chunk)
+
+    def _items(self, replay: int) -> Iterator[Any]:
         for n, sample in enumerate(self.stream):
             if n < replay:
                 yield {SKIPPED: 1}
@@ -166,15 +170,22 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
             resample=True,
             shuffle_buffer=self.cfg.shuffle_buffer,
         )
+        # one loader item per micro-batch: items one by one cost the step more than it took
         records = _TokenRecords(
-            stream, self.num_classes, self.frames, self.patches, self.dim, skip=skip or 0
+            stream,
+            self.num_classes,
+            self.frames,
+            self.patches,
+            self.dim,
+            skip=skip or 0,
+            chunk=self.batch_size,
         )
         # the loader's base seed from the run's seed, not the global RNG dropout draws from
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
         loader = worker_loader(
-            records, self.cfg.resolved_workers(), prefetch_factor=8, generator=generator
+            records, self.cfg.resolved_workers(), prefetch_factor=4, generator=generator
         )
-        items = self._start_workers(loader)
+        items = unchunked(self._start_workers(loader))
         prefetcher = Prefetcher(
             lambda: self._batched(items, skip or 0), depth=self.cfg.prefetch, device=self.device
         )

@@ -229,7 +229,11 @@ class ClipJobs(torch.utils.data.IterableDataset):
             self._plan(sample, rng)
 
 
-def own_share(items: int, worker: int, workers: int) -> int:
+def own_share(items: int, worker: int, workers: int, chunk: int = 1) -> int:
     """How many of the DataLoader's first `items` items come from `worker`: the loader takes
-    one item from each worker in turn, so item i is worker i % workers's."""
-    return max(0, -(-(items - worker) // workers))
+    one loader item from each worker in turn, and a worker that hands its items over in
+    chunks of `chunk` (`data.fork.chunked`) makes item i worker (i // chunk) % workers's."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    rounds, rest = divmod(items, chunk * workers)
+    return rounds * chunk + min(chunk, max(0, rest - worker * chunk))

@@ -20,7 +20,7 @@ from core.ckpt_manifest import CheckpointError
 from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
-from data.fork import start_workers, stop_workers, worker_loader
+from data.fork import chunked, start_workers, stop_workers, unchunked, worker_loader
 from data.jobs import SKIPPED, ClipJob, ClipJobs, own_share
 from data.manifest import read_manifest, split_shards
 from data.stream import ShardStream
@@ -91,6 +91,59 @@ def test_own_share_counts_each_item_once() -> None:
     for items, workers in itertools.product(range(12), (1, 2, 3)):
         shares = [own_share(items, w, workers) for w in range(workers)]
         assert shares == [len(range(w, items, workers)) for w in range(workers)]
+
+
+def test_own_share_of_chunked_workers_counts_each_item_once() -> None:
+    for items, workers, chunk in itertools.product(range(30), (1, 2, 3), (1, 2, 4)):
+        owners = [(i // chunk) % workers for i in range(items)]
+        shares = [own_share(items, w, workers, chunk) for w in range(workers)]
+        assert shares == [owners.count(w) for w in range(workers)], (items, workers, chunk)
+    with pytest.raises(ValueError, match="chunk"):
+        own_share(3, 0, 1, chunk=0)
+
+
+def test_chunked_items_come_back_in_order() -> None:
+    assert list(chunked(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(unchunked(chunked(range(7), 3))) == list(range(7))
+    assert list(chunked([], 3)) == []
+    with pytest.raises(ValueError, match="chunk size"):
+        next(chunked(range(3), 0))
+
+
+class _Numbered(torch.utils.data.IterableDataset):
+    """Worker w's n-th item is (w, n); its share of the first `skip` items are replay markers."""
+
+    def __init__(self, skip: int, chunk: int) -> None:
+        self.skip, self.chunk = skip, chunk
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        replay = own_share(self.skip, wid, nw, self.chunk)
+        items = ({SKIPPED: 1} if n < replay else (wid, n) for n in range(40))
+        return chunked(items, self.chunk)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chunked_workers_resume_mid_chunk_with_the_same_items(workers: int) -> None:
+    """A resume position need not end a chunk (skipped records count as items): the workers'
+    chunk-aware replay shares still continue the stream item for item."""
+
+    def stream(skip: int) -> list:
+        loader = worker_loader(_Numbered(skip, chunk=4), workers, prefetch_factor=2)
+        items = start_workers(loader)
+        try:
+            return list(itertools.islice(unchunked(items), 30))
+        finally:
+            stop_workers(items)
+
+    whole = stream(0)
+    if workers == 2:  # chunks alternate between the workers
+        assert [w for w, _ in whole[:12]] == [0] * 4 + [1] * 4 + [0] * 4
+    for skip in (5, 8, 13):
+        resumed = stream(skip)
+        assert resumed[:skip] == [{SKIPPED: 1}] * skip
+        assert resumed[skip:] == whole[skip:], f"items after {skip} differ"
 
 
 @pytest.mark.parametrize("workers", [0, 2])
