@@ -4,6 +4,7 @@ of a stale cache, ranks, resume after a kill, the reader's determinism and the s
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ from data.cache_format import (
     PATCHES,
     CacheMismatch,
     decode_array,
+    encode_array,
     part_path,
     read_cache_manifest,
     storage_rows,
@@ -270,11 +272,9 @@ def test_cached_tokens_equal_the_spatial_forward(source, tmp_path, dtype, tol) -
             embed, patches = decode_array(rec[EMBED]), decode_array(rec[PATCHES])
             assert embed.dtype == np.dtype(dtype) and embed.shape == (4, 96)
             assert patches.shape == (4, 16, 96)
+            torch.testing.assert_close(torch.tensor(embed).float(), ref.cls[j], rtol=tol, atol=tol)
             torch.testing.assert_close(
-                torch.from_numpy(embed).float(), ref.cls[j], rtol=tol, atol=tol
-            )
-            torch.testing.assert_close(
-                torch.from_numpy(patches).float(), ref.patches[j], rtol=tol, atol=tol
+                torch.tensor(patches).float(), ref.patches[j], rtol=tol, atol=tol
             )
             meta = json.loads(rec["json"])
             idx, box, label = _views(cfg, key, sample)[view]
@@ -305,7 +305,7 @@ def test_dali_writes_each_view_as_if_decoded_alone(source, tmp_path) -> None:
                 normalise(clips, model.spatial.mean, model.spatial.std, torch.float32)
             )
         for j, (key, _) in enumerate(samples):
-            embed = torch.from_numpy(decode_array(records[(key, view)][EMBED]))
+            embed = torch.tensor(decode_array(records[(key, view)][EMBED]))
             torch.testing.assert_close(embed, ref.cls[j], rtol=1e-5, atol=1e-5)
 
 
@@ -348,6 +348,33 @@ def test_spatial_sha256_is_stable_and_changes_with_any_weight(source) -> None:
     assert state_sha256(b.spatial) != state_sha256(a.spatial)
 
 
+def test_decoded_arrays_equal_numpys_whether_or_not_the_header_was_seen() -> None:
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.standard_normal((4, 96)).astype(np.float16),
+        rng.standard_normal((4, 16, 96)).astype(np.float32),
+        np.arange(6, dtype=np.int64).reshape(2, 3),
+    ]
+    for array in arrays:
+        for _ in range(2):  # the second decode reuses the header the first one parsed
+            got = decode_array(encode_array(array))
+            assert got.dtype == array.dtype and got.shape == array.shape
+            assert np.array_equal(got, array) and not got.flags.writeable
+        other = array + 1  # same header, other values: not served from the first payload
+        assert np.array_equal(decode_array(encode_array(other)), other)
+    fortran = np.asfortranarray(rng.standard_normal((3, 5)))
+    buffer = io.BytesIO()
+    np.save(buffer, fortran)
+    assert np.array_equal(decode_array(buffer.getvalue()), fortran)
+    payload = encode_array(arrays[0])
+    with pytest.raises(ValueError, match="does not hold"):
+        decode_array(payload[:-2])  # truncated after its header was seen
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        decode_array(buffer.getvalue())
+
+
 def test_storage_figures_follow_the_layout() -> None:
     """ViViT-B/16 at 224 px, 32 frames, float16: the README's figures."""
     rows = {r["layout"]: r for r in storage_rows(32, 768, 196, clips=240_000, grids=(4,))}
@@ -370,10 +397,8 @@ def _trainer(source, cache: Path | None):
 
 def _cached_batch(out: Path, keys: list[str], view: int):
     records = _records(out)
-    embed = torch.stack([torch.from_numpy(decode_array(records[(k, view)][EMBED])) for k in keys])
-    patches = torch.stack(
-        [torch.from_numpy(decode_array(records[(k, view)][PATCHES])) for k in keys]
-    )
+    embed = torch.stack([torch.tensor(decode_array(records[(k, view)][EMBED])) for k in keys])
+    patches = torch.stack([torch.tensor(decode_array(records[(k, view)][PATCHES])) for k in keys])
     labels = torch.tensor([int(records[(k, view)]["cls"]) for k in keys])
     return (embed, patches), labels
 
