@@ -21,6 +21,7 @@ import torch
 from common.seeding import numpy_rng
 from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
+from data.fork import chunked
 from data.gop_trim import View, views_for_decoder
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
@@ -104,7 +105,8 @@ def train_view(
 class ClipJobs(torch.utils.data.IterableDataset):
     """Worker side: records -> `ClipJob`s (labels + views + bytes or decoded frames).
 
-    One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict.
+    One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict,
+    handed over in lists of `chunk` items (`data.fork.chunked`; `unchunked` restores them).
     `skip=N` resumes the DataLoader's item stream at item N: the worker's share of the first N
     items is replayed (the shard stream, its shuffle and the view draws all run, so every random
     stream is where it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
@@ -131,6 +133,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         skip: int = 0,
         gop_trim: bool = False,
         repeats: int = 1,
+        chunk: int = 1,
     ):
         self.stream, self.train = stream, train
         self.num_classes = num_classes
@@ -143,6 +146,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.skip = skip
         self.gop_trim = gop_trim
         self.repeats = repeats
+        self.chunk = chunk  # items per loader item (`data.fork.chunked`)
 
     def _views(
         self, meta: dict, rng: np.random.Generator, label: int
@@ -196,13 +200,16 @@ class ClipJobs(torch.utils.data.IterableDataset):
         frames = decode_views(data, views, self.size).numpy()
         return ClipJob(views, labels, frames=frames, fallback=fallback)
 
-    def __iter__(self) -> Iterator[ClipJob | dict]:
+    def __iter__(self) -> Iterator[list[ClipJob | dict]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         rng = numpy_rng(
             self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
         )
-        replay = own_share(self.skip, wid, nw)
+        replay = own_share(self.skip, wid, nw, self.chunk)
+        return chunked(self._items(rng, replay), self.chunk)
+
+    def _items(self, rng: np.random.Generator, replay: int) -> Iterator[ClipJob | dict]:
         for n, sample in enumerate(self.stream):
             if n < replay:
                 self._replay(sample, rng)

@@ -26,7 +26,7 @@ from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, dali_available
 from data.dali_pool import AnyDaliDecoder, dali_decoder
-from data.fork import worker_loader
+from data.fork import unchunked, worker_loader
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
@@ -134,13 +134,16 @@ class StreamingBatches(PrefetchedPasses):
             num_classes=self.num_classes,
             gop_trim=cfg.gop_trim,
             repeats=self.repeats,
+            # one loader item per batch (`data.fork.chunked`): items one by one cost the
+            # consumer's thread a pipe read and profiler hooks each, under the step's GIL
+            chunk=max(1, self.batch_size // self.repeats),
             **job_options,
         )
 
     def _batched(self, loader: torch.utils.data.DataLoader, skip: int = 0) -> Prefetcher:
         """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer:
         `(frames, labels, StreamPosition)`; the first `skip` items are replay markers."""
-        jobs = self._start_workers(loader)
+        jobs = unchunked(self._start_workers(loader))
         prefetcher = Prefetcher(
             lambda: iter(
                 Batcher(
