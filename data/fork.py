@@ -16,10 +16,15 @@ over as they are: numpy arrays stay arrays (see `keep_arrays`).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import itertools
 import multiprocessing
 import multiprocessing.pool
+import os
+import signal
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -94,6 +99,30 @@ def unchunked(chunks: Iterator[list[Any]]) -> Iterator[Any]:
         yield from chunk
 
 
+def end_with_parent(_worker_id: int, parent: int) -> None:
+    """DataLoader `worker_init_fn`: the worker gets SIGKILL when the trainer that forked it
+    dies (Linux `PR_SET_PDEATHSIG`; elsewhere a no-op).
+
+    A trainer killed with SIGKILL (the OOM killer, a preemption, `kill -9`) cannot stop its
+    workers. torch's watchdog notices and the worker leaves its loop, but its exit then joins
+    the result queue's feeder thread, which is blocked for good writing into the pipe nobody
+    reads once more than the pipe's 64 kB are in flight: the worker never ended, kept its
+    memory and the trainer's stdout and stderr (`subprocess.run` of the trainer never returned).
+    The signal follows the thread that forked the worker, which is why `start_workers` forks
+    in the consumer's thread.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        return  # not allowed here: the old behaviour, nothing worse
+    if os.getppid() != parent:  # the trainer died before the request took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def worker_loader(
     items: torch.utils.data.IterableDataset,
     workers: int,
@@ -108,7 +137,11 @@ def worker_loader(
     """
     kw: dict[str, Any] = {}
     if workers > 0:
-        kw = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent}
+        kw = {
+            "prefetch_factor": prefetch_factor,
+            "persistent_workers": persistent,
+            "worker_init_fn": functools.partial(end_with_parent, parent=os.getpid()),
+        }
     return torch.utils.data.DataLoader(
         items,
         batch_size=None,
