@@ -182,8 +182,9 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
         )
         # the loader's base seed from the run's seed, not the global RNG dropout draws from
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
+        # two micro-batches ahead per worker, as a batched DataLoader's default
         loader = worker_loader(
-            records, self.cfg.resolved_workers(), prefetch_factor=4, generator=generator
+            records, self.cfg.resolved_workers(), prefetch_factor=2, generator=generator
         )
         items = unchunked(self._start_workers(loader))
         prefetcher = Prefetcher(

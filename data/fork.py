@@ -99,6 +99,9 @@ def unchunked(chunks: Iterator[list[Any]]) -> Iterator[Any]:
         yield from chunk
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def end_with_parent(_worker_id: int, parent: int) -> None:
     """DataLoader `worker_init_fn`: the worker gets SIGKILL when the trainer that forked it
     dies (Linux `PR_SET_PDEATHSIG`; elsewhere a no-op).
@@ -118,9 +121,6 @@ def end_with_parent(_worker_id: int, parent: int) -> None:
         return  # not allowed here: the old behaviour, nothing worse
     if os.getppid() != parent:  # the trainer died before the request took effect
         os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def worker_loader(

@@ -50,14 +50,17 @@ def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | N
 def _dataloader(
     jobs: ClipJobs, workers: int, persistent: bool, generator: torch.Generator
 ) -> torch.utils.data.DataLoader:
-    """Items in a fixed order: one from each worker in turn (what `ClipJobs.skip` relies on).
+    """Items in a fixed order: one chunk from each worker in turn (what `ClipJobs.skip` relies
+    on, through `own_share`).
 
     `generator` gives the loader's base seed, which otherwise comes from the global torch RNG:
     making an iterator would then move the RNG dropout uses, and a resumed run (whose RNG is
     restored from the checkpoint) would draw other dropout masks than an uninterrupted one.
     """
+    # two chunks (batches) ahead per worker, as a batched DataLoader's default: items decoded
+    # by PyAV in the worker are whole clips (4.8 MB at 32 x 224 px), a chunk a batch of them
     return worker_loader(
-        jobs, workers, prefetch_factor=4, persistent=persistent, generator=generator
+        jobs, workers, prefetch_factor=2, persistent=persistent, generator=generator
     )
 
 
