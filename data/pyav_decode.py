@@ -24,6 +24,7 @@ import torch
 
 from data.augment import Box, crop_resize
 from data.bitstream import key_positions, read_packets
+from data.rgb_frames import RgbFrames
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def _decode_seeking(
     """The frames `wanted` (sorted, unique, within the stream), jumping to a key frame whenever
     that skips frames; None if a frame does not come out where the index says it should."""
     got: dict[int, np.ndarray] = {}
+    rgb = RgbFrames()
     frames = None
     next_frame = -1  # the frame the decoder emits next; -1: after the index pass, at the end
     for want in wanted:
@@ -67,7 +69,7 @@ def _decode_seeking(
             if frame.pts is None or frame.pts > target:
                 return None
             if frame.pts == target:
-                got[want] = frame.to_ndarray(format="rgb24")
+                got[want] = rgb.convert(frame)
                 break
         else:
             return None
@@ -81,19 +83,20 @@ def _decode_from_start(data: bytes, wanted: set[int]) -> tuple[dict[int, np.ndar
     wanted one when the video is shorter)."""
     got: dict[int, np.ndarray] = {}
     last, end, previous = max(wanted), -1, None
+    rgb = RgbFrames()
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for end, frame in enumerate(container.decode(stream)):
             if end in wanted:
-                got[end] = frame.to_ndarray(format="rgb24")
+                got[end] = rgb.convert(frame)
             previous = frame
             if end >= last:
                 break
     if previous is None:
         raise ValueError("video has no decodable frames")
     if end not in got:
-        got[end] = previous.to_ndarray(format="rgb24")
+        got[end] = rgb.convert(previous)
     return got, end
 
 

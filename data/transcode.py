@@ -14,6 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from data.rgb_frames import RgbFrames
+
 CODECS = ("copy", "h264", "vp9")
 _ENCODER = {"h264": "libx264", "vp9": "libvpx-vp9", "vp8": "libvpx"}  # vp8: tests only
 _CONTAINER = {"h264": ("mp4", "mp4"), "vp9": ("webm", "webm"), "vp8": ("webm", "webm")}
@@ -177,6 +179,7 @@ def prepare_video(
         src_fps = float(stream.average_rate or stream.guessed_rate or 25)
         out_fps = min(fps, src_fps) if fps else src_fps
         frames: list[np.ndarray] = []
+        rgb = RgbFrames()
         picker = FramePicker(out_fps, max_seconds)
         try:
             for i, frame in enumerate(container.decode(stream)):
@@ -189,7 +192,7 @@ def prepare_video(
                     frames.append(np.empty((frame.height, frame.width, 0), np.uint8))
                 else:
                     w, h = _target_size(frame.width, frame.height, short_side)
-                    frames.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+                    frames.append(rgb.convert(frame, w, h))
         except Exception as e:
             raise SkipVideo(f"undecodable: {e}") from e
     if not frames:
