@@ -227,7 +227,29 @@ def build_engine(
     world = getattr(engine, "dp_world_size", None)  # DeepSpeed 0.19's name; else keep it
     if world is not None and reduces_nothing(engine.zero_optimization_stage(), world, ds_config):
         engine.enable_backward_allreduce = False
+        if getattr(engine, "mpu", None) is None and hasattr(engine, "clip_fp32_gradients"):
+            params = list(engine.module.parameters())
+            engine.clip_fp32_gradients = lambda: clip_one_rank(params, engine.gradient_clipping())
     return engine
+
+
+def clip_one_rank(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """DeepSpeed's `clip_grad_norm_` for a data-parallel group of one, bit for bit, in foreach
+    calls instead of a Python loop over the parameters.
+
+    DeepSpeed clips an fp32 stage-0 step (`clip_fp32_gradients`) with a norm and a multiply per
+    parameter and an all-reduce of the total norm, the identity over one rank: 1.5 of 19 ms of
+    the demo's stage-2 step from cached tokens on the 2-core CPU (py-spy). Same arithmetic:
+    per-tensor 2-norms, their squares summed, the root; every gradient times
+    min(1, max_norm / (norm + 1e-6)), also when that is 1.
+    """
+    grads = [p.grad.data for p in params if p.grad is not None]
+    norms = torch._foreach_norm(grads, 2.0)
+    total = torch.stack(norms).pow(2.0).sum().float().pow(1.0 / 2.0)
+    coef = torch.tensor([float(max_norm)]).to(total.device) / (total + 1e-6)
+    coef = torch.min(torch.tensor([1.0], device=coef.device), coef)
+    torch._foreach_mul_(grads, coef.squeeze(0))
+    return total
 
 
 def reduces_nothing(zero_stage: int, dp_world_size: int, ds_config: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from core.engine import leave_group, reduces_nothing
+from core.engine import clip_one_rank, leave_group, reduces_nothing
 from tests.engine_helpers import NUM_CLASSES, tiny_trainer
 from tests.tensor_batches import TensorBatches
 
@@ -122,6 +122,46 @@ def test_only_a_one_rank_fp32_stage_0_engine_skips_the_all_reduce() -> None:
     assert not reduces_nothing(0, 1, {"fp16": {"enabled": True}})
     zero2 = tiny_trainer("mode=frozen", "adapter.kind=attn", "engine.zero_stage=2")
     assert zero2.engine.enable_backward_allreduce
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+def test_one_rank_fp32_clipping_is_deepspeeds_bit_for_bit(mode: str) -> None:
+    """The foreach clip of a 1-rank fp32 stage-0 engine trains exactly as DeepSpeed's own
+    per-parameter one, with clipping active at every step (max norm 0.05)."""
+    calls = []
+    ours = tiny_trainer(f"mode={mode}", "adapter.kind=attn", "optim.grad_clip=0.05")
+    theirs = tiny_trainer(f"mode={mode}", "adapter.kind=attn", "optim.grad_clip=0.05")
+    assert "clip_fp32_gradients" in vars(ours.engine), "the 1-rank engine clips in foreach calls"
+    del vars(theirs.engine)["clip_fp32_gradients"]  # DeepSpeed's method again
+    clip = ours.engine.clip_fp32_gradients
+    ours.engine.clip_fp32_gradients = lambda: calls.append(clip())
+    assert _run(ours, 4) == _run(theirs, 4)
+    assert len(calls) == 4 and all(float(norm) > 0.05 for norm in calls), "clipping never acted"
+    after = theirs.engine.module.state_dict()
+    for name, value in ours.engine.module.state_dict().items():
+        assert torch.equal(value, after[name]), name
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_clip_one_rank_matches_deepspeeds_clip_grad_norm(max_norm: float) -> None:
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    tiny_trainer("mode=frozen")  # DeepSpeed's process group, which its clip all-reduces over
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(96,), (384, 96), (96, 384), (12, 96), (3,)]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for a, b in zip(ours, theirs, strict=True):
+        a.grad = torch.randn(a.shape, generator=gen)
+        b.grad = a.grad.clone()
+    no_grad = torch.nn.Parameter(torch.zeros(2))  # skipped by both
+    total = clip_one_rank([*ours, no_grad], max_norm)
+    expected = clip_grad_norm_([*theirs, no_grad], max_norm)
+    assert torch.equal(total.reshape(()), expected.reshape(()))
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.grad, b.grad)
+    clipped = float(torch.stack([a.grad.norm() for a in ours]).norm())
+    assert clipped == pytest.approx(min(max_norm, float(total)), rel=1e-4)
 
 
 def test_a_process_that_left_its_group_trains_again() -> None:
