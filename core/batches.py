@@ -26,7 +26,10 @@ class TrainBatches(Protocol):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Micro-batches from optimiser step `start_step` on. `position`, a value `position()`
         returned, continues the stream right after the batch it was taken at; None starts it
-        for `start_step` (a fresh run, or a checkpoint that holds no position)."""
+        for `start_step` (a fresh run, or a checkpoint that holds no position).
+
+        A source may start preparing batches in this call, before the first `next()`: the run
+        asks for its stream before it waits for MLflow, so the pipeline fills during start-up."""
         ...
 
     def position(self) -> dict[str, Any]:

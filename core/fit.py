@@ -59,6 +59,11 @@ def fit(
     rank, world = trainer.rank, trainer.world_size
     run_dir = Path(cfg.out_dir)
     start_step, data_position = _resume(cfg, trainer, run_dir, rank)
+    memory = PeakMemory(trainer.device)
+    memory.start()
+    # the source starts preparing its first batches now, while MLflow starts: the first step
+    # then does not wait for the pipeline to fill (the data wait once counted ~0.5 s of it)
+    stream = Lookahead(train_source, iter(train_source.batches(start_step, data_position)))
     tracker = Tracker(cfg.tracking, run_dir, enabled=rank == 0)
     if start_step == 0:
         tracker.log_params(flatten(to_dict(cfg)) | trainer.param_counts)
@@ -89,8 +94,9 @@ def fit(
             cfg,
             trainer,
             train_source,
+            stream,
+            memory,
             start_step,
-            data_position,
             metrics,
             tracker,
             evaluator,
@@ -148,6 +154,7 @@ def fit(
         status = "KILLED"
         raise
     finally:
+        memory.stop()  # when the loop never ran
         evaluator.close()
         tracker.close(status)
 
@@ -156,8 +163,9 @@ def _train_loop(
     cfg: ExperimentConfig,
     trainer: Trainer,
     source: TrainBatches,
+    stream: Lookahead,
+    memory: PeakMemory,
     start_step: int,
-    data_position: dict[str, Any] | None,
     metrics: MetricsLog,
     tracker: Tracker,
     evaluator: _Evaluator,
@@ -169,10 +177,7 @@ def _train_loop(
     tc = cfg.train
     run_dir = Path(cfg.out_dir)
     clips_per_step = tc.micro_batch_size * tc.grad_accum * trainer.world_size
-    stream = Lookahead(source, iter(source.batches(start_step, data_position)))
     precise_bn = tc.precise_bn_batches if trainer.batch_norms() else 0
-    memory = PeakMemory(trainer.device)
-    memory.start()
     step_times: list[float] = []
     train_time = data_wait = train_cpu = 0.0
     window_loss = torch.zeros((), device=trainer.device)

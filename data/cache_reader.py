@@ -190,13 +190,8 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
         prefetcher = Prefetcher(
             lambda: self._batched(items, skip or 0), depth=self.cfg.prefetch, device=self.device
         )
-        self._track(prefetcher)
-        try:
-            for tokens, labels, position_after in prefetcher:
-                self._position = position_after  # set when the consumer takes this batch
-                yield tokens, labels
-        finally:  # the consumer stopped early (or the generator was dropped)
-            prefetcher.close()
+        # reading starts now, not at the first next(): see `core.batches`
+        return self._handed_out(self._track(prefetcher).start())
 
     def _batched(
         self, items: Iterator[Any], skip: int

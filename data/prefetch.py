@@ -65,12 +65,20 @@ class Prefetcher:
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
 
+    def start(self) -> Prefetcher:
+        """Start producing now, before the first item is asked for (a training run's first
+        batches then decode while it starts up); iterating starts it otherwise. No-op for
+        `depth=0` and when started."""
+        if self.depth > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
     def __iter__(self) -> Iterator[Any]:
         if self.depth <= 0:
             yield from self._synchronous()
             return
-        self._thread = threading.Thread(target=self._produce, name=self.name, daemon=True)
-        self._thread.start()
+        self.start()
         try:
             while True:
                 t0 = time.perf_counter()

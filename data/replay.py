@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,23 @@ class ReplayableStream:
             "counters": self._position.counters,
             **self._stream_identity(),
         }
+
+    def _handed_out(
+        self,
+        batches: Iterable[tuple[Any, Any, StreamPosition]],
+        inputs: Callable[[Any], Any] = lambda x: x,
+    ) -> Iterator[tuple[Any, Any]]:
+        """`(inputs(x), labels)` of each `(x, labels, position after)` of `batches`, setting
+        `_position` as the consumer takes it; `batches` (a `Prefetcher`) is closed when the
+        consumer stops early or drops the stream."""
+        try:
+            for x, labels, position_after in batches:
+                self._position = position_after
+                yield inputs(x), labels
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     def _stream_identity(self) -> dict[str, Any]:
         """What makes the item stream this one: a position fits only a stream that matches."""

@@ -240,13 +240,9 @@ class TrainBatchSource(StreamingBatches, ReplayableStream):
         )
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
         loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False, generator=generator)
-        batched = self._batched(loader, skip or 0)
-        try:
-            for frames, labels, position_after in batched:
-                self._position = position_after  # set when the consumer takes this batch
-                yield frames[:, 0], labels
-        finally:  # the consumer stopped early (or the generator was dropped)
-            batched.close()
+        # workers and decoding start now, not at the first next(): see `core.batches`
+        batched = self._batched(loader, skip or 0).start()
+        return self._handed_out(batched, lambda frames: frames[:, 0])  # one view per clip
 
 
 class EvalBatchSource(StreamingBatches):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from core.fit import fit
+from core.tracking import Tracker
 from core.trainer import Trainer
 from tests.engine_helpers import NUM_CLASSES, tiny_config
 from tests.tensor_batches import TensorBatches
@@ -72,3 +73,30 @@ def test_logged_data_wait_is_the_step_s_own(tmp_path: Path) -> None:
     for r in steps:  # per step: at least the sleep, never more than the whole step
         assert DATA_SLEEP_S * 0.9 <= r["data_wait_s"] <= r["step_time_s"], r
         assert r["batches_served"] >= r["step"], r  # the source's counters are still logged
+
+
+def test_the_training_stream_starts_before_mlflow_is_waited_for(tmp_path, monkeypatch) -> None:
+    """The source is asked for its stream before the run waits for MLflow to start, so its
+    first batches are prepared during start-up, not inside the first step's time."""
+    events: list[str] = []
+
+    class Recording(TensorBatches):
+        def batches(self, start_step, position=None):
+            events.append("batches")
+            return super().batches(start_step, position)
+
+    settle = Tracker.settle
+
+    def recording_settle(self, timeout_s):
+        events.append("settle")
+        return settle(self, timeout_s)
+
+    monkeypatch.setattr(Tracker, "settle", recording_settle)
+    cfg = tiny_config("train.steps=2", f"out_dir={tmp_path}")
+    fit(
+        cfg,
+        Trainer(cfg, num_classes=NUM_CLASSES),
+        Recording(NUM_CLASSES, 4, 4, 32, seed=0),
+        SlowEval,
+    )
+    assert events == ["batches", "settle"]

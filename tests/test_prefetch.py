@@ -117,6 +117,30 @@ def test_close_ends_the_dataloader_workers(tmp_path, kind) -> None:
     assert time.perf_counter() - t0 < 4  # torch's join timeout is 5 s
 
 
+def _prefetching() -> bool:
+    return any(t.name == "vivit-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_training_stream_starts_decoding_before_its_first_batch_is_asked_for(tmp_path) -> None:
+    """`batches()` starts the workers and the producer at once, so a run's first batches decode
+    while it starts up (MLflow, logs), not inside its first step's time."""
+    root = _shards(tmp_path)
+    before = {p.pid for p in multiprocessing.active_children()}
+    src = _train(root, 2)
+    assert not _prefetching()
+    stream = src.batches(0)  # nothing asked for yet
+    workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert len(workers) == 2 and _prefetching()
+    deadline = time.monotonic() + 60
+    while src.stats()["clips"] < 6 and time.monotonic() < deadline:  # two batches decoded
+        time.sleep(0.05)
+    assert src.stats()["clips"] >= 6
+    frames, labels = next(stream)
+    assert frames.shape[0] == 3 and src.stats()["data_wait_total_s"] < 0.5
+    src.close()
+    assert not _prefetching()
+
+
 def test_a_source_dropped_without_close_does_not_delay_the_exit(tmp_path) -> None:
     """A caller that drops its source without `close()` (as the bench worker once did): its
     workers end with the process at once. Before, DALI's exit hook reached them first and
