@@ -74,6 +74,11 @@ class Prefetcher:
             self._thread.start()
         return self
 
+    @property
+    def producing(self) -> bool:
+        """Whether the producer thread is running (started, not ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def __iter__(self) -> Iterator[Any]:
         if self.depth <= 0:
             yield from self._synchronous()
@@ -202,8 +207,10 @@ class PrefetchedPasses:
         return items
 
     def _track(self, prefetcher: Prefetcher) -> Prefetcher:
-        """Count this pass's waits in `stats()` (passes that never waited are dropped)."""
-        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0] + [prefetcher]
+        """Count this pass's waits in `stats()` and stop it in `close()` (finished passes that
+        never waited are dropped; one still producing is kept, even if nobody reads it)."""
+        kept = [p for p in self._prefetchers if p.wait_s > 0 or p.producing]
+        self._prefetchers = [*kept, prefetcher]
         return prefetcher
 
     def stats(self) -> dict[str, float]:

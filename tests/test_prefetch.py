@@ -141,6 +141,20 @@ def test_a_training_stream_starts_decoding_before_its_first_batch_is_asked_for(t
     assert not _prefetching()
 
 
+def test_close_stops_a_stream_that_was_never_read(tmp_path) -> None:
+    """A stream asked for and dropped before its first batch (its producer already running)
+    is still stopped by the source's `close()`, also after a newer stream replaced it."""
+    src = _train(_shards(tmp_path), 2)
+    src.batches(0)  # never read
+    stream = src.batches(0)
+    assert next(stream)[0].shape[0] == 3
+    src.close()
+    deadline = time.monotonic() + 5
+    while _prefetching() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _prefetching()
+
+
 def test_a_source_dropped_without_close_does_not_delay_the_exit(tmp_path) -> None:
     """A caller that drops its source without `close()` (as the bench worker once did): its
     workers end with the process at once. Before, DALI's exit hook reached them first and
