@@ -117,8 +117,12 @@ def test_close_ends_the_dataloader_workers(tmp_path, kind) -> None:
     assert time.perf_counter() - t0 < 4  # torch's join timeout is 5 s
 
 
-def _prefetching() -> bool:
-    return any(t.name == "vivit-prefetch" and t.is_alive() for t in threading.enumerate())
+def _prefetching(ignore: frozenset[threading.Thread] = frozenset()) -> bool:
+    """Whether a prefetch thread runs (other than those in `ignore`)."""
+    return any(
+        t.name == "vivit-prefetch" and t.is_alive() and t not in ignore
+        for t in threading.enumerate()
+    )
 
 
 def test_a_training_stream_starts_decoding_before_its_first_batch_is_asked_for(tmp_path) -> None:
@@ -126,11 +130,12 @@ def test_a_training_stream_starts_decoding_before_its_first_batch_is_asked_for(t
     while it starts up (MLflow, logs), not inside its first step's time."""
     root = _shards(tmp_path)
     before = {p.pid for p in multiprocessing.active_children()}
+    earlier = frozenset(threading.enumerate())  # another test's leftovers are not this one's
     src = _train(root, 2)
-    assert not _prefetching()
+    assert not _prefetching(earlier)
     stream = src.batches(0)  # nothing asked for yet
     workers = [p for p in multiprocessing.active_children() if p.pid not in before]
-    assert len(workers) == 2 and _prefetching()
+    assert len(workers) == 2 and _prefetching(earlier)
     deadline = time.monotonic() + 60
     while src.stats()["clips"] < 6 and time.monotonic() < deadline:  # two batches decoded
         time.sleep(0.05)
@@ -138,21 +143,22 @@ def test_a_training_stream_starts_decoding_before_its_first_batch_is_asked_for(t
     frames, labels = next(stream)
     assert frames.shape[0] == 3 and src.stats()["data_wait_total_s"] < 0.5
     src.close()
-    assert not _prefetching()
+    assert not _prefetching(earlier)
 
 
 def test_close_stops_a_stream_that_was_never_read(tmp_path) -> None:
     """A stream asked for and dropped before its first batch (its producer already running)
     is still stopped by the source's `close()`, also after a newer stream replaced it."""
+    earlier = frozenset(threading.enumerate())
     src = _train(_shards(tmp_path), 2)
     src.batches(0)  # never read
     stream = src.batches(0)
     assert next(stream)[0].shape[0] == 3
     src.close()
     deadline = time.monotonic() + 5
-    while _prefetching() and time.monotonic() < deadline:
+    while _prefetching(earlier) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _prefetching()
+    assert not _prefetching(earlier)
 
 
 def test_a_source_dropped_without_close_does_not_delay_the_exit(tmp_path) -> None:
