@@ -190,8 +190,7 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
         prefetcher = Prefetcher(
             lambda: self._batched(items, skip or 0), depth=self.cfg.prefetch, device=self.device
         )
-        # reading starts now, not at the first next(): see `core.batches`
-        return self._handed_out(self._track(prefetcher).start())
+        return self._handed_out(self._started(prefetcher))  # reading starts now
 
     def _batched(
         self, items: Iterator[Any], skip: int

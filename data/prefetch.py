@@ -206,12 +206,14 @@ class PrefetchedPasses:
             self._worker_iters.append(items)
         return items
 
-    def _track(self, prefetcher: Prefetcher) -> Prefetcher:
-        """Count this pass's waits in `stats()` and stop it in `close()` (finished passes that
-        never waited are dropped; one still producing is kept, even if nobody reads it)."""
+    def _started(self, prefetcher: Prefetcher) -> Prefetcher:
+        """Start this pass's producer now, count its waits in `stats()` and stop it in
+        `close()` (finished passes that never waited are dropped; one still producing is
+        kept, even if nobody reads it). A training stream's first batches then decode while
+        the run starts up, not inside its first step's time (`core.batches`)."""
         kept = [p for p in self._prefetchers if p.wait_s > 0 or p.producing]
         self._prefetchers = [*kept, prefetcher]
-        return prefetcher
+        return prefetcher.start()
 
     def stats(self) -> dict[str, float]:
         """Counters, and `data_wait_total_s`: time the consumer waited for batches, all passes

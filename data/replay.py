@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from data.batcher import StreamPosition
 from data.config import DataConfig
+from data.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +44,17 @@ class ReplayableStream:
         }
 
     def _handed_out(
-        self,
-        batches: Iterable[tuple[Any, Any, StreamPosition]],
-        inputs: Callable[[Any], Any] = lambda x: x,
+        self, batches: Prefetcher, inputs: Callable[[Any], Any] = lambda x: x
     ) -> Iterator[tuple[Any, Any]]:
         """`(inputs(x), labels)` of each `(x, labels, position after)` of `batches`, setting
-        `_position` as the consumer takes it; `batches` (a `Prefetcher`) is closed when the
-        consumer stops early or drops the stream."""
+        `_position` as the consumer takes it; `batches` is closed when the consumer stops
+        early or drops the stream."""
         try:
             for x, labels, position_after in batches:
                 self._position = position_after
                 yield inputs(x), labels
         finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
+            batches.close()
 
     def _stream_identity(self) -> dict[str, Any]:
         """What makes the item stream this one: a position fits only a stream that matches."""

@@ -166,7 +166,7 @@ class StreamingBatches(PrefetchedPasses):
             depth=self.cfg.prefetch,
             device=self.device,
         )
-        return self._track(prefetcher)
+        return self._started(prefetcher)
 
 
 class TrainBatchSource(StreamingBatches, ReplayableStream):
@@ -240,8 +240,7 @@ class TrainBatchSource(StreamingBatches, ReplayableStream):
         )
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
         loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False, generator=generator)
-        # workers and decoding start now, not at the first next(): see `core.batches`
-        batched = self._batched(loader, skip or 0).start()
+        batched = self._batched(loader, skip or 0)  # workers and decoding start now
         return self._handed_out(batched, lambda frames: frames[:, 0])  # one view per clip
 
 
