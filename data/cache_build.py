@@ -347,7 +347,7 @@ class CacheBuilder:
             gpu=self.device.type == "cuda",
         )
         workers = min(self.cfg.resolved_workers(), len(todo))
-        loader = worker_loader(jobs, workers, prefetch_factor=4)
+        loader = worker_loader(jobs, workers, prefetch_factor=4, nice=self.cfg.loader_nice)
         open_units = {u.index: _UnitOut(self.out, self.split, u, self.views) for u in todo}
         bar = tqdm(
             total=sum(u.count for u in todo),
@@ -365,6 +365,7 @@ class CacheBuilder:
             depth=self.cfg.prefetch,
             device=self.device,
             name="vivit-cache-decode",
+            nice=self.cfg.loader_nice,
         )
         try:
             for event in decoded:

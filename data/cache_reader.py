@@ -184,11 +184,18 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
         # two micro-batches ahead per worker, as a batched DataLoader's default
         loader = worker_loader(
-            records, self.cfg.resolved_workers(), prefetch_factor=2, generator=generator
+            records,
+            self.cfg.resolved_workers(),
+            prefetch_factor=2,
+            generator=generator,
+            nice=self.cfg.loader_nice,
         )
         items = unchunked(self._start_workers(loader))
         prefetcher = Prefetcher(
-            lambda: self._batched(items, skip or 0), depth=self.cfg.prefetch, device=self.device
+            lambda: self._batched(items, skip or 0),
+            depth=self.cfg.prefetch,
+            device=self.device,
+            nice=self.cfg.loader_nice,
         )
         return self._handed_out(self._started(prefetcher))  # reading starts now
 

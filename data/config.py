@@ -49,6 +49,10 @@ class DataConfig:
     prefetch: int = 2
     """Batches decoded ahead of the training step by a background thread (0: decode in series
     with the step, the synchronous reference)."""
+    loader_nice: int = 10
+    """How much lower the CPU priority (Linux nice value) of the loader's threads and worker
+    processes is than the training step's: where decoding shares cores with the step, the step
+    keeps its core and decoding takes what is left (`data/priority.py`). 0: equal priority."""
     repeat_aug: int = 1
     """Training clips drawn from each decoded video (repeated sampling, MAE-ST's `repeat_aug`):
     each its own frames, crop and flip, so one decode feeds `repeat_aug` clips of a micro-batch,
@@ -91,6 +95,8 @@ class DataConfig:
             raise ValueError(f"data.repeat_aug must be >= 1, got {self.repeat_aug}")
         if self.prefetch < 0:
             raise ValueError(f"data.prefetch must be >= 0, got {self.prefetch}")
+        if not 0 <= self.loader_nice <= 19:
+            raise ValueError(f"data.loader_nice must be in [0, 19], got {self.loader_nice}")
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers is not None else min(8, _cores())

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from data.priority import lower_thread_priority
+
 
 @contextmanager
 def forking() -> Iterator[None]:
@@ -123,6 +125,12 @@ def end_with_parent(_worker_id: int, parent: int) -> None:
         os._exit(1)
 
 
+def _init_worker(worker_id: int, parent: int, nice: int) -> None:
+    """DataLoader `worker_init_fn`: ends with its trainer, runs `nice` below its priority."""
+    end_with_parent(worker_id, parent)
+    lower_thread_priority(nice)  # the feeder thread the worker starts later inherits it
+
+
 def worker_loader(
     items: torch.utils.data.IterableDataset,
     workers: int,
@@ -130,17 +138,19 @@ def worker_loader(
     prefetch_factor: int,
     persistent: bool = False,
     generator: torch.Generator | None = None,
+    nice: int = 0,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over an iterable of ready items (`batch_size=None`), arrays kept as arrays.
 
-    Make its iterator with `start_workers`: that is when the workers fork.
+    Make its iterator with `start_workers`: that is when the workers fork. The workers run
+    `nice` steps below the trainer's CPU priority (`data.priority`).
     """
     kw: dict[str, Any] = {}
     if workers > 0:
         kw = {
             "prefetch_factor": prefetch_factor,
             "persistent_workers": persistent,
-            "worker_init_fn": functools.partial(end_with_parent, parent=os.getpid()),
+            "worker_init_fn": functools.partial(_init_worker, parent=os.getpid(), nice=nice),
         }
     return torch.utils.data.DataLoader(
         items,

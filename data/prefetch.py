@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from data.fork import start_workers, stop_workers
+from data.priority import lower_thread_priority
 
 _DONE = object()
 
@@ -45,6 +46,8 @@ class Prefetcher:
 
     `depth=0` runs it in the caller's thread (the synchronous reference). `wait_s` accumulates
     the time the consumer spent waiting for items: the input pipeline's cost to the step.
+    The producer thread, and every thread it starts (DALI's, when it builds the pipeline), runs
+    `nice` steps below the consumer's CPU priority (`data.priority`).
     """
 
     def __init__(
@@ -55,11 +58,12 @@ class Prefetcher:
         device: torch.device,
         name: str = "vivit-prefetch",
         poll_s: float = 0.2,
+        nice: int = 0,
     ):
         if device.type == "cuda" and device.index is None:  # the thread must name its GPU
             device = torch.device("cuda", torch.cuda.current_device())
         self.make_iter, self.depth, self.device = make_iter, depth, device
-        self.name, self.poll_s = name, poll_s
+        self.name, self.poll_s, self.nice = name, poll_s, nice
         self.wait_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -140,6 +144,7 @@ class Prefetcher:
         cuda = self.device.type == "cuda"
         side = torch.cuda.Stream(self.device) if cuda else None
         try:
+            lower_thread_priority(self.nice)
             if cuda:
                 torch.cuda.set_device(self.device)
             it = self.make_iter()

@@ -48,7 +48,7 @@ def _decoder_choice(cfg: DataConfig, device: torch.device) -> frozenset[str] | N
 
 
 def _dataloader(
-    jobs: ClipJobs, workers: int, persistent: bool, generator: torch.Generator
+    jobs: ClipJobs, cfg: DataConfig, persistent: bool, generator: torch.Generator
 ) -> torch.utils.data.DataLoader:
     """Items in a fixed order: one chunk from each worker in turn (what `ClipJobs.skip` relies
     on, through `own_share`).
@@ -60,7 +60,12 @@ def _dataloader(
     # two chunks (batches) ahead per worker, as a batched DataLoader's default: items decoded
     # by PyAV in the worker are whole clips (4.8 MB at 32 x 224 px), a chunk a batch of them
     return worker_loader(
-        jobs, workers, prefetch_factor=2, persistent=persistent, generator=generator
+        jobs,
+        cfg.resolved_workers(),
+        prefetch_factor=2,
+        persistent=persistent,
+        generator=generator,
+        nice=cfg.loader_nice,
     )
 
 
@@ -165,6 +170,7 @@ class StreamingBatches(PrefetchedPasses):
             ),
             depth=self.cfg.prefetch,
             device=self.device,
+            nice=self.cfg.loader_nice,
         )
         return self._started(prefetcher)
 
@@ -239,7 +245,7 @@ class TrainBatchSource(StreamingBatches, ReplayableStream):
             skip=skip or 0,
         )
         generator = torch_generator(self.seed, "dataloader", self.rank, self.world, seed_step)
-        loader = _dataloader(jobs, cfg.resolved_workers(), persistent=False, generator=generator)
+        loader = _dataloader(jobs, cfg, persistent=False, generator=generator)
         batched = self._batched(loader, skip or 0)  # workers and decoding start now
         return self._handed_out(batched, lambda frames: frames[:, 0])  # one view per clip
 
@@ -287,9 +293,7 @@ class EvalBatchSource(StreamingBatches):
             start_step=0,
         )
         generator = torch_generator(0, "dataloader-eval", rank, world_size)
-        self._loader = _dataloader(
-            jobs, cfg.resolved_workers(), persistent=True, generator=generator
-        )
+        self._loader = _dataloader(jobs, cfg, persistent=True, generator=generator)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
