@@ -31,8 +31,8 @@ from data.cache_format import (
     split_view_shards,
 )
 from data.config import DataConfig
-from data.fork import chunked, unchunked, worker_loader
-from data.jobs import SKIPPED, own_share
+from data.fork import ChunkedWorkerItems, worker_loader
+from data.jobs import SKIPPED
 from data.prefetch import PrefetchedPasses, Prefetcher
 from data.records import BadRecord, SkipGuard, record_label, skip_limit
 from data.replay import ReplayableStream
@@ -42,7 +42,7 @@ from data.stream import ShardStream
 Tokens = tuple[torch.Tensor, torch.Tensor]
 
 
-class _TokenRecords(torch.utils.data.IterableDataset):
+class _TokenRecords(ChunkedWorkerItems):
     """Worker side: cache records -> (embed T x D, patches T x N x D, label) as numpy arrays.
 
     Arrays, not tensors: a tensor crosses from a worker as a shared-memory file per tensor
@@ -60,12 +60,10 @@ class _TokenRecords(torch.utils.data.IterableDataset):
         skip: int = 0,
         chunk: int = 1,
     ):
+        # a resumed run's replayed items are read and answered with a marker, not decoded
+        super().__init__(skip=skip, chunk=chunk)
         self.stream, self.num_classes = stream, num_classes
         self.frames, self.patches, self.dim = frames, patches, dim
-        # items of the whole stream a resumed run replays: this worker's share of them is read
-        # and answered with a replay marker, not decoded (as `ClipJobs.skip`)
-        self.skip = skip
-        self.chunk = chunk  # items per loader item (`data.fork.chunked`)
 
     def _record(self, sample: dict) -> tuple[np.ndarray, np.ndarray, int]:
         label = record_label(sample["cls"], self.num_classes)
@@ -82,12 +80,7 @@ class _TokenRecords(torch.utils.data.IterableDataset):
             raise BadRecord("meta", f"token shapes {embed.shape}, {patches.shape}")
         return embed, patches, label
 
-    def __iter__(self) -> Iterator[list[Any]]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        return chunked(self._items(own_share(self.skip, wid, nw, self.chunk)), self.chunk)
-
-    def _items(self, replay: int) -> Iterator[Any]:
+    def _worker_items(self, worker: int, workers: int, replay: int) -> Iterator[Any]:
         for n, sample in enumerate(self.stream):
             if n < replay:
                 yield {SKIPPED: 1}
@@ -190,7 +183,7 @@ class CachedTrainBatches(PrefetchedPasses, ReplayableStream):
             generator=generator,
             nice=self.cfg.loader_nice,
         )
-        items = unchunked(self._start_workers(loader))
+        items = self._start_workers(loader)
         prefetcher = Prefetcher(
             lambda: self._batched(items, skip or 0),
             depth=self.cfg.prefetch,

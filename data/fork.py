@@ -86,7 +86,7 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     hooks (~0.2 ms on the 2-core CPU), and those hold the interpreter lock the training step
     needs: 16 cached-token clips a step, handed over one by one, made the demo's cached step
     ~1.5x slower than the same step fed from a list. Resumes count the items a worker sends
-    with `data.jobs.own_share(..., chunk=size)`.
+    with `own_share(..., chunk=size)`.
     """
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")
@@ -99,6 +99,39 @@ def unchunked(chunks: Iterator[list[Any]]) -> Iterator[Any]:
     """The consumer's side of `chunked`: the items again, one by one, in order."""
     for chunk in chunks:
         yield from chunk
+
+
+def own_share(items: int, worker: int, workers: int, chunk: int = 1) -> int:
+    """How many of the DataLoader's first `items` items come from `worker`: the loader takes
+    one loader item from each worker in turn, and a worker that hands its items over in
+    chunks of `chunk` (`chunked`) makes item i worker (i // chunk) % workers's."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    rounds, rest = divmod(items, chunk * workers)
+    return rounds * chunk + min(chunk, max(0, rest - worker * chunk))
+
+
+class ChunkedWorkerItems(torch.utils.data.IterableDataset):
+    """A resumable item stream split over DataLoader workers and handed over in `chunk`-item
+    lists (`chunked`; the consumer reads it with `unchunked`).
+
+    `skip=N` resumes the loader's item stream at item N: each worker replays its `own_share`
+    of the first N items. Subclasses yield one worker's items from `_worker_items`.
+    """
+
+    def __init__(self, *, skip: int = 0, chunk: int = 1):
+        self.skip = skip  # items of the whole stream a resumed run replays
+        self.chunk = chunk  # items per loader item
+
+    def _worker_items(self, worker: int, workers: int, replay: int) -> Iterator[Any]:
+        """Worker `worker`'s items; the first `replay` of them only replayed (markers)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        replay = own_share(self.skip, wid, nw, self.chunk)
+        return chunked(self._worker_items(wid, nw, replay), self.chunk)
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

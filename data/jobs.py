@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from common.seeding import numpy_rng
 from data.augment import Box, eval_boxes, mirror, random_resized_crop
 from data.dali_decode import gpu_decodable
-from data.fork import chunked
+from data.fork import ChunkedWorkerItems
 from data.gop_trim import View, views_for_decoder
 from data.manifest import VIDEO_EXTS
 from data.pyav_decode import decode_views
@@ -102,14 +101,14 @@ def train_view(
     return idx, box, label
 
 
-class ClipJobs(torch.utils.data.IterableDataset):
+class ClipJobs(ChunkedWorkerItems):
     """Worker side: records -> `ClipJob`s (labels + views + bytes or decoded frames).
 
     One item per stream item: a job, or a `__bad__` / `__corrupt__` / `SKIPPED` marker dict,
-    handed over in lists of `chunk` items (`data.fork.chunked`; `unchunked` restores them).
-    `skip=N` resumes the DataLoader's item stream at item N: the worker's share of the first N
-    items is replayed (the shard stream, its shuffle and the view draws all run, so every random
-    stream is where it was) but yields only `{SKIPPED: 1}`, without copying or decoding the video.
+    handed over in lists of `chunk` items (`data.fork.ChunkedWorkerItems`). A resumed stream's
+    replayed items (`skip`) run the shard stream, its shuffle and the view draws, so every
+    random stream is where it was, but yield only `{SKIPPED: 1}`, without copying or decoding
+    the video.
     """
 
     def __init__(
@@ -135,6 +134,7 @@ class ClipJobs(torch.utils.data.IterableDataset):
         repeats: int = 1,
         chunk: int = 1,
     ):
+        super().__init__(skip=skip, chunk=chunk)
         self.stream, self.train = stream, train
         self.num_classes = num_classes
         self.frames, self.sampling, self.stride, self.size = frames, sampling, stride, size
@@ -143,10 +143,8 @@ class ClipJobs(torch.utils.data.IterableDataset):
         self.eval_clips, self.eval_crops = eval_clips, eval_crops
         self.dali_codecs, self.gpu = dali_codecs, gpu
         self.seed, self.start_step = seed, start_step
-        self.skip = skip
         self.gop_trim = gop_trim
         self.repeats = repeats
-        self.chunk = chunk  # items per loader item (`data.fork.chunked`)
 
     def _views(
         self, meta: dict, rng: np.random.Generator, label: int
@@ -200,14 +198,10 @@ class ClipJobs(torch.utils.data.IterableDataset):
         frames = decode_views(data, views, self.size).numpy()
         return ClipJob(views, labels, frames=frames, fallback=fallback)
 
-    def __iter__(self) -> Iterator[list[ClipJob | dict]]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        rng = numpy_rng(
-            self.seed, "augment", self.stream.rank, self.stream.world, wid, nw, self.start_step
-        )
-        replay = own_share(self.skip, wid, nw, self.chunk)
-        return chunked(self._items(rng, replay), self.chunk)
+    def _worker_items(self, worker: int, workers: int, replay: int) -> Iterator[ClipJob | dict]:
+        rank, world = self.stream.rank, self.stream.world
+        rng = numpy_rng(self.seed, "augment", rank, world, worker, workers, self.start_step)
+        return self._items(rng, replay)
 
     def _items(self, rng: np.random.Generator, replay: int) -> Iterator[ClipJob | dict]:
         for n, sample in enumerate(self.stream):
@@ -234,13 +228,3 @@ class ClipJobs(torch.utils.data.IterableDataset):
         # a record that fails here fails the same way in `_job`, after the same draws
         with contextlib.suppress(Exception):
             self._plan(sample, rng)
-
-
-def own_share(items: int, worker: int, workers: int, chunk: int = 1) -> int:
-    """How many of the DataLoader's first `items` items come from `worker`: the loader takes
-    one loader item from each worker in turn, and a worker that hands its items over in
-    chunks of `chunk` (`data.fork.chunked`) makes item i worker (i // chunk) % workers's."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    rounds, rest = divmod(items, chunk * workers)
-    return rounds * chunk + min(chunk, max(0, rest - worker * chunk))

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from data.fork import start_workers, stop_workers
+from data.fork import ChunkedWorkerItems, start_workers, stop_workers, unchunked
 from data.priority import lower_thread_priority
 
 _DONE = object()
@@ -205,11 +205,14 @@ class PrefetchedPasses:
         weakref.finalize(self, _stop_all_workers, self._worker_iters, os.getpid())
 
     def _start_workers(self, loader: torch.utils.data.DataLoader) -> Iterator[Any]:
-        """`data.fork.start_workers(loader)`, remembered so that `close()` ends them."""
+        """The items of `loader` (over a `ChunkedWorkerItems`) one by one; its workers start
+        now (`data.fork.start_workers`) and `close()` ends them."""
+        if not isinstance(loader.dataset, ChunkedWorkerItems):
+            raise TypeError(f"expected a loader over ChunkedWorkerItems, got {loader.dataset!r}")
         items = start_workers(loader)
         if all(items is not known for known in self._worker_iters):  # persistent: the same
             self._worker_iters.append(items)
-        return items
+        return unchunked(items)
 
     def _started(self, prefetcher: Prefetcher) -> Prefetcher:
         """Start this pass's producer now, count its waits in `stats()` and stop it in

@@ -26,7 +26,7 @@ from data.batcher import Batcher, StreamPosition
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS, MIXED_CODECS, dali_available
 from data.dali_pool import AnyDaliDecoder, dali_decoder
-from data.fork import unchunked, worker_loader
+from data.fork import worker_loader
 from data.jobs import ClipJobs, flip_policy
 from data.manifest import read_manifest, split_shards
 from data.prefetch import PrefetchedPasses, Prefetcher
@@ -51,7 +51,7 @@ def _dataloader(
     jobs: ClipJobs, cfg: DataConfig, persistent: bool, generator: torch.Generator
 ) -> torch.utils.data.DataLoader:
     """Items in a fixed order: one chunk from each worker in turn (what `ClipJobs.skip` relies
-    on, through `own_share`).
+    on, through `data.fork.own_share`).
 
     `generator` gives the loader's base seed, which otherwise comes from the global torch RNG:
     making an iterator would then move the RNG dropout uses, and a resumed run (whose RNG is
@@ -151,7 +151,7 @@ class StreamingBatches(PrefetchedPasses):
     def _batched(self, loader: torch.utils.data.DataLoader, skip: int = 0) -> Prefetcher:
         """Decoded batches of `loader`'s jobs, `data.prefetch` batches ahead of the consumer:
         `(frames, labels, StreamPosition)`; the first `skip` items are replay markers."""
-        jobs = unchunked(self._start_workers(loader))
+        jobs = self._start_workers(loader)
         prefetcher = Prefetcher(
             lambda: iter(
                 Batcher(

@@ -20,9 +20,18 @@ from core.ckpt_manifest import CheckpointError
 from core.rundir import MetricsLog
 from data.config import DataConfig
 from data.dali_decode import CPU_CODECS
-from data.fork import chunked, start_workers, stop_workers, unchunked, worker_loader
-from data.jobs import SKIPPED, ClipJob, ClipJobs, own_share
+from data.fork import (
+    ChunkedWorkerItems,
+    chunked,
+    own_share,
+    start_workers,
+    stop_workers,
+    unchunked,
+    worker_loader,
+)
+from data.jobs import SKIPPED, ClipJob, ClipJobs
 from data.manifest import read_manifest, split_shards
+from data.prefetch import PrefetchedPasses
 from data.stream import ShardStream
 from tests.data_helpers import (
     cpu_train_batches,
@@ -111,18 +120,11 @@ def test_chunked_items_come_back_in_order() -> None:
         next(chunked(range(3), 0))
 
 
-class _Numbered(torch.utils.data.IterableDataset):
+class _Numbered(ChunkedWorkerItems):
     """Worker w's n-th item is (w, n); its share of the first `skip` items are replay markers."""
 
-    def __init__(self, skip: int, chunk: int) -> None:
-        self.skip, self.chunk = skip, chunk
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        replay = own_share(self.skip, wid, nw, self.chunk)
-        items = ({SKIPPED: 1} if n < replay else (wid, n) for n in range(40))
-        return chunked(items, self.chunk)
+    def _worker_items(self, worker: int, workers: int, replay: int):
+        return ({SKIPPED: 1} if n < replay else (worker, n) for n in range(40))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -131,7 +133,7 @@ def test_chunked_workers_resume_mid_chunk_with_the_same_items(workers: int) -> N
     chunk-aware replay shares still continue the stream item for item."""
 
     def stream(skip: int) -> list:
-        loader = worker_loader(_Numbered(skip, chunk=4), workers, prefetch_factor=2)
+        loader = worker_loader(_Numbered(skip=skip, chunk=4), workers, prefetch_factor=2)
         items = start_workers(loader)
         try:
             return list(itertools.islice(unchunked(items), 30))
@@ -292,3 +294,18 @@ def test_skipped_items_are_not_decoded(shards: Path, monkeypatch: pytest.MonkeyP
     stream = ShardStream(shards_list, rank=0, world=1, shuffle_buffer=3)
     items = list(itertools.islice(unchunked(iter(ClipJobs(stream, skip=20, **kw))), 20))
     assert all(SKIPPED in item for item in items) and not calls
+
+
+def test_a_batch_source_refuses_a_loader_whose_items_are_not_chunked() -> None:
+    """The consumer side unchunks what it reads: a loader over plain items would hand it
+    items where it expects lists."""
+    passes = PrefetchedPasses()
+    with pytest.raises(TypeError, match="ChunkedWorkerItems"):
+        passes._start_workers(worker_loader(_Plain(), 0, prefetch_factor=2))
+    items = passes._start_workers(worker_loader(_Numbered(chunk=3), 0, prefetch_factor=2))
+    assert list(itertools.islice(items, 4)) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+
+class _Plain(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(range(3))
