@@ -129,6 +129,11 @@ class Prefetcher:
                     try:  # it may have put its last item just before ending
                         return self._queue.get_nowait()
                     except queue.Empty:
+                        if self._stop.is_set():
+                            raise RuntimeError(
+                                f"{self.name}: this pass was closed (its source was closed or "
+                                "started a newer pass)"
+                            ) from None
                         raise RuntimeError(f"{self.name}: the producer thread died") from None
 
     def _put(self, item: Any) -> bool:
@@ -167,13 +172,17 @@ class Prefetcher:
     def close(self) -> None:
         """Stop the producer (it finishes the item in hand) and drop what it queued."""
         self._stop.set()
+        self._drain()  # frees a producer blocked on a full queue
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+            self._drain()  # what it put between the first drain and seeing the stop
+
+    def _drain(self) -> None:
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
-                break
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+                return
 
 
 def _stop_all_workers(worker_iters: list[Iterator[Any]], pid: int) -> None:
@@ -216,10 +225,17 @@ class PrefetchedPasses:
 
     def _started(self, prefetcher: Prefetcher) -> Prefetcher:
         """Start this pass's producer now, count its waits in `stats()` and stop it in
-        `close()` (finished passes that never waited are dropped; one still producing is
-        kept, even if nobody reads it). A training stream's first batches then decode while
-        the run starts up, not inside its first step's time (`core.batches`)."""
-        kept = [p for p in self._prefetchers if p.wait_s > 0 or p.producing]
+        `close()`. A training stream's first batches then decode while the run starts up, not
+        inside its first step's time (`core.batches`).
+
+        A source runs one pass at a time: its passes share one decoder (a DALI pipeline is not
+        thread-safe: two producers feeding and running it at once hung one of them for good),
+        its counters and its persistent workers. So a pass still producing is stopped first;
+        reading it afterwards is an error. Stopped passes that never waited are dropped."""
+        for earlier in self._prefetchers:
+            if earlier.producing:
+                earlier.close()
+        kept = [p for p in self._prefetchers if p.wait_s > 0]
         self._prefetchers = [*kept, prefetcher]
         return prefetcher.start()
 

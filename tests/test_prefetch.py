@@ -161,6 +161,31 @@ def test_close_stops_a_stream_that_was_never_read(tmp_path) -> None:
     assert not _prefetching(earlier)
 
 
+def test_a_newer_stream_stops_the_earlier_ones_producer_first(tmp_path) -> None:
+    """The streams of one source share its DALI pipeline, which is not thread-safe: with two
+    producers decoding at once one of them hung for good (its `close()` sat out the 30 s join
+    and the thread stayed). The earlier producer is stopped before the newer one starts, and
+    reading the earlier stream then says it was closed."""
+    earlier = frozenset(threading.enumerate())
+    src = _train(_shards(tmp_path), 2, decoder="dali")
+    try:
+        first = src.batches(0)
+        deadline = time.monotonic() + 60
+        while src.stats()["clips"] < 3 and time.monotonic() < deadline:  # it is decoding
+            time.sleep(0.02)
+        second = src.batches(0)
+        producers = [
+            t for t in threading.enumerate() if t.name == "vivit-prefetch" and t not in earlier
+        ]
+        assert len([t for t in producers if t.is_alive()]) == 1
+        assert next(second)[0].shape[0] == 3
+        with pytest.raises(RuntimeError, match="this pass was closed"):
+            next(first)
+    finally:
+        src.close()
+    assert not _prefetching(earlier)
+
+
 def test_a_source_dropped_without_close_does_not_delay_the_exit(tmp_path) -> None:
     """A caller that drops its source without `close()` (as the bench worker once did): its
     workers end with the process at once. Before, DALI's exit hook reached them first and
