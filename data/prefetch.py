@@ -218,25 +218,29 @@ class PrefetchedPasses:
         now (`data.fork.start_workers`) and `close()` ends them."""
         if not isinstance(loader.dataset, ChunkedWorkerItems):
             raise TypeError(f"expected a loader over ChunkedWorkerItems, got {loader.dataset!r}")
+        self._stop_producing()  # the new pass's workers fork with no other pass decoding
         items = start_workers(loader)
         if all(items is not known for known in self._worker_iters):  # persistent: the same
             self._worker_iters.append(items)
         return unchunked(items)
 
-    def _started(self, prefetcher: Prefetcher) -> Prefetcher:
-        """Start this pass's producer now, count its waits in `stats()` and stop it in
-        `close()`. A training stream's first batches then decode while the run starts up, not
-        inside its first step's time (`core.batches`).
-
-        A source runs one pass at a time: its passes share one decoder (a DALI pipeline is not
-        thread-safe: two producers feeding and running it at once hung one of them for good),
-        its counters and its persistent workers. So a pass still producing is stopped first;
-        reading it afterwards is an error. Stopped passes that never waited are dropped."""
+    def _stop_producing(self) -> None:
+        """A source runs one pass at a time: its passes share one decoder (a DALI pipeline is
+        not thread-safe: two producers feeding and running it at once hung one of them for
+        good), its counters and its persistent workers. So a pass still producing is stopped
+        before the next one starts; reading it afterwards is an error. Stopped passes that
+        never waited are dropped."""
         for earlier in self._prefetchers:
             if earlier.producing:
                 earlier.close()
-        kept = [p for p in self._prefetchers if p.wait_s > 0]
-        self._prefetchers = [*kept, prefetcher]
+        self._prefetchers = [p for p in self._prefetchers if p.wait_s > 0]
+
+    def _started(self, prefetcher: Prefetcher) -> Prefetcher:
+        """Start this pass's producer now (earlier passes stopped first), count its waits in
+        `stats()` and stop it in `close()`. A training stream's first batches then decode
+        while the run starts up, not inside its first step's time (`core.batches`)."""
+        self._stop_producing()
+        self._prefetchers.append(prefetcher)
         return prefetcher.start()
 
     def stats(self) -> dict[str, float]:

@@ -161,19 +161,30 @@ def test_close_stops_a_stream_that_was_never_read(tmp_path) -> None:
     assert not _prefetching(earlier)
 
 
-def test_a_newer_stream_stops_the_earlier_ones_producer_first(tmp_path) -> None:
+def test_a_newer_stream_stops_the_earlier_ones_producer_first(tmp_path, monkeypatch) -> None:
     """The streams of one source share its DALI pipeline, which is not thread-safe: with two
     producers decoding at once one of them hung for good (its `close()` sat out the 30 s join
-    and the thread stayed). The earlier producer is stopped before the newer one starts, and
-    reading the earlier stream then says it was closed."""
+    and the thread stayed). The earlier producer is stopped before the newer stream's workers
+    fork, and reading the earlier stream then says it was closed."""
+    import data.prefetch
+
     earlier = frozenset(threading.enumerate())
     src = _train(_shards(tmp_path), 2, decoder="dali")
+    producing_at_fork = []
+
+    def start_workers(loader):
+        producing_at_fork.append(_prefetching(earlier))
+        return fork_start_workers(loader)
+
+    fork_start_workers = data.prefetch.start_workers
+    monkeypatch.setattr(data.prefetch, "start_workers", start_workers)
     try:
         first = src.batches(0)
         deadline = time.monotonic() + 60
         while src.stats()["clips"] < 3 and time.monotonic() < deadline:  # it is decoding
             time.sleep(0.02)
         second = src.batches(0)
+        assert producing_at_fork == [False, False]
         producers = [
             t for t in threading.enumerate() if t.name == "vivit-prefetch" and t not in earlier
         ]
