@@ -16,6 +16,7 @@ over as they are: numpy arrays stay arrays (see `keep_arrays`).
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import functools
 import gc
@@ -123,9 +124,9 @@ class ChunkedWorkerItems(torch.utils.data.IterableDataset):
         self.skip = skip  # items of the whole stream a resumed run replays
         self.chunk = chunk  # items per loader item
 
+    @abc.abstractmethod  # IterableDataset's metaclass is ABCMeta: a subclass must define it
     def _worker_items(self, worker: int, workers: int, replay: int) -> Iterator[Any]:
         """Worker `worker`'s items; the first `replay` of them only replayed (markers)."""
-        raise NotImplementedError
 
     def __iter__(self) -> Iterator[list[Any]]:
         info = torch.utils.data.get_worker_info()

@@ -299,6 +299,8 @@ def test_skipped_items_are_not_decoded(shards: Path, monkeypatch: pytest.MonkeyP
 def test_a_batch_source_refuses_a_loader_whose_items_are_not_chunked() -> None:
     """The consumer side unchunks what it reads: a loader over plain items would hand it
     items where it expects lists."""
+    with pytest.raises(TypeError, match="_worker_items"):
+        ChunkedWorkerItems()  # a stream that says nothing about its items
     passes = PrefetchedPasses()
     with pytest.raises(TypeError, match="ChunkedWorkerItems"):
         passes._start_workers(worker_loader(_Plain(), 0, prefetch_factor=2))
