@@ -236,14 +236,18 @@ def _train_loop(
                 window_t0, window_c0 = time.perf_counter(), time.process_time()
             paused, paused_cpu = time.perf_counter(), time.process_time()
             if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
-                if precise_bn:  # part of the model evaluated: training time, not step time
-                    wall, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
-                    train_time, train_cpu = train_time + wall, train_cpu + cpu
-                # training time so far, read before the evaluation runs (it is not training):
-                # wall clock and process CPU (all threads)
+                refresh_wall = refresh_cpu = 0.0
+                if precise_bn:
+                    refresh_wall, refresh_cpu = _refresh_batch_norm(trainer, stream, precise_bn)
+                # the cost of the model this evaluation sees: training so far (wall clock and
+                # process CPU, all threads) plus this refresh, which made its statistics. The
+                # refresh is not added to training: the final one recomputes every statistic
+                # from scratch and training normalises by batch, so an evaluation's refresh
+                # leaves the trained model unchanged, and more curve points cost no more time
                 so_far = {
-                    "train_time_s": train_time + paused - window_t0,
-                    "train_cpu_s": train_cpu + paused_cpu - window_c0,
+                    "train_time_s": train_time + paused - window_t0 + refresh_wall,
+                    "train_cpu_s": train_cpu + paused_cpu - window_c0 + refresh_cpu,
+                    "precise_bn_s": refresh_wall,
                 }
                 result = evaluator() | so_far
                 metrics.write({"step": step, "event": "eval", **result})
@@ -252,7 +256,7 @@ def _train_loop(
                 _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, stream.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
-        if precise_bn and trainer.step > start_step:  # for the final checkpoint and evaluation
+        if precise_bn and trainer.step > start_step:  # the final model's statistics: training
             wall, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
             train_time, train_cpu = train_time + wall, train_cpu + cpu
     finally:
@@ -271,7 +275,7 @@ def _train_loop(
 
 def _refresh_batch_norm(trainer: Trainer, stream: Lookahead, batches: int) -> tuple[float, float]:
     """Precise BN over the next `batches` training batches (peeked: training still takes
-    them); returns its (wall, process CPU) seconds, which count as training time."""
+    them); returns its (wall, process CPU) seconds: the cost of the model it makes."""
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.refresh_batch_norm(stream.peek(batches))
     return time.perf_counter() - t0, time.process_time() - c0

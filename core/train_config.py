@@ -31,7 +31,9 @@ class TrainConfig:
     (`temporal.head_norm=batch`) are recomputed over the next N training micro-batches, which
     training then takes as usual (the "precise BN" of PySlowFast). Running averages lag weights
     that move fast: at peak learning rate the demo's stage 2 read 18.6% top-1 from them and
-    32.2% from recomputed ones. Costs N forward passes, counted as training time. 0: off."""
+    32.2% from recomputed ones. Costs N forward passes: the final refresh counts as training
+    time; an evaluation's refresh counts only in that evaluation's `train_time_s` (the curve
+    point's cost), since the final refresh starts the statistics afresh. 0: off."""
     progress: bool = True
     """Progress bar on rank 0."""
     sync_steps: bool = False

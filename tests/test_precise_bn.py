@@ -120,3 +120,50 @@ class _one_eval_batch:  # noqa: N801 (a factory: fit calls it to make the eval s
 
     def stats(self) -> dict[str, float]:
         return {}
+
+
+def _fit_tiny(out: Path, *overrides: str) -> Trainer:
+    out.mkdir()
+    cfg = tiny_config("train.steps=4", "train.log_every=1", f"out_dir={out}", *overrides)
+    trainer = Trainer(cfg, num_classes=NUM_CLASSES)
+    fit(cfg, trainer, TensorBatches(NUM_CLASSES, 4, 4, 32, seed=0), _one_eval_batch)
+    return trainer
+
+
+def test_the_trained_model_does_not_depend_on_the_evaluations_refreshes(tmp_path: Path) -> None:
+    """Why an evaluation's refresh is that evaluation's cost, not training's: the final refresh
+    recomputes every statistic, so evaluating (and refreshing) on the way changes nothing."""
+    precise = "train.precise_bn_batches=3"
+    quiet = _fit_tiny(tmp_path / "quiet", precise, "train.eval_every=0")
+    curious = _fit_tiny(tmp_path / "curious", precise, "train.eval_every=1")
+    a, b = quiet.engine.module.state_dict(), curious.engine.module.state_dict()
+    assert a.keys() == b.keys() and any("running_mean" in k for k in a)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_an_evaluations_refresh_counts_in_its_point_and_only_the_final_one_in_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.fit
+
+    real = core.fit._refresh_batch_norm
+    refreshes: list[int] = []
+
+    def slow_refresh(trainer, stream, batches):  # as if each refresh took 100 s (50 s CPU)
+        refreshes.append(trainer.step)
+        real(trainer, stream, batches)
+        return 100.0, 50.0
+
+    monkeypatch.setattr(core.fit, "_refresh_batch_norm", slow_refresh)
+    out = tmp_path / "run"
+    _fit_tiny(out, "train.precise_bn_batches=2", "train.eval_every=1")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    assert refreshes == [1, 2, 3, 4] and [r["step"] for r in evals] == [1, 2, 3, 4]
+    for r in evals:  # each point: training so far plus its own refresh, never an earlier one
+        assert 100.0 <= r["train_time_s"] < 200.0 and 50.0 <= r["train_cpu_s"] < 100.0
+    assert [r["precise_bn_s"] for r in evals[:3]] == [100.0] * 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert 100.0 <= summary["train_time_s"] < 200.0, "one refresh in training: the final one"
+    times = [r["train_time_s"] for r in evals]
+    assert times == sorted(times)
