@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+import data.prefetch
 from data.config import DataConfig
+from data.dali_decode import dali_available
 from data.prefetch import Prefetcher
 from tests.data_helpers import (
     cpu_eval_batches,
@@ -161,13 +163,12 @@ def test_close_stops_a_stream_that_was_never_read(tmp_path) -> None:
     assert not _prefetching(earlier)
 
 
+@pytest.mark.skipif(not dali_available(), reason="nvidia-dali is not installed")
 def test_a_newer_stream_stops_the_earlier_ones_producer_first(tmp_path, monkeypatch) -> None:
     """The streams of one source share its DALI pipeline, which is not thread-safe: with two
     producers decoding at once one of them hung for good (its `close()` sat out the 30 s join
     and the thread stayed). The earlier producer is stopped before the newer stream's workers
     fork, and reading the earlier stream then says it was closed."""
-    import data.prefetch
-
     earlier = frozenset(threading.enumerate())
     src = _train(_shards(tmp_path), 2, decoder="dali")
     producing_at_fork = []
