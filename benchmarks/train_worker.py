@@ -15,6 +15,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +65,25 @@ def _synthetic_batch(spec: BenchSpec, trainer: Any, num_classes: int):
     return frames, labels
 
 
+def _warm_medians(reps: int, timed: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Median of each duration `timed()` returns, over `reps` calls after one more that warms up
+    kernels and the allocator."""
+    timed()
+    runs = [timed() for _ in range(reps)]
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
 def _time_spatial_forward(trainer: Any, frames: Any, clock: _Clock, reps: int) -> float:
     """Median time of the frozen spatial transformer's forward over the whole micro-batch."""
     import torch
 
     spatial = trainer.model.spatial
-    times = []
+
+    def forward() -> dict[str, float]:
+        return {"spatial": clock.time(lambda: spatial(frames))[0]}
+
     with torch.no_grad():
-        for i in range(reps + 1):
-            dt, _ = clock.time(lambda: spatial(frames))
-            if i > 0:  # the first call warms up kernels/allocator
-                times.append(dt)
-    return statistics.median(times)
+        return _warm_medians(reps, forward)["spatial"]
 
 
 def _time_phases(trainer: Any, frames: Any, labels: Any, clock: _Clock, reps: int) -> dict:
@@ -83,15 +91,14 @@ def _time_phases(trainer: Any, frames: Any, labels: Any, clock: _Clock, reps: in
     each drained on a GPU: where a step's time goes. The phases' sum exceeds the step a little
     there, since each drain stalls the queue; they are extra steps, after the timed ones."""
     engine = trainer.engine
-    phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
-    for i in range(reps + 1):
+
+    def phases() -> dict[str, float]:
         t_fwd, loss = clock.time(lambda: trainer.loss(frames, labels))
-        t_bwd, _ = clock.time(lambda loss=loss: engine.backward(loss))
+        t_bwd, _ = clock.time(lambda: engine.backward(loss))
         t_opt, _ = clock.time(engine.step)
-        if i > 0:  # the first call warms up
-            for name, dt in zip(phases, (t_fwd, t_bwd, t_opt), strict=True):
-                phases[name].append(dt)
-    return {name: statistics.median(times) for name, times in phases.items()}
+        return {"forward": t_fwd, "backward": t_bwd, "optimizer": t_opt}
+
+    return _warm_medians(reps, phases)
 
 
 def _feed_from_data(trainer: Any, cfg: Any, spec: BenchSpec):
