@@ -107,7 +107,9 @@ def fit(
             _save(cfg, trainer, run_dir, rank, checkpoint_meta, result["data_position"])
         eval_result = evaluator()
         eval_record = {"step": trainer.step, "event": "eval", **eval_result}
-        metrics.write(eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s")})
+        metrics.write(
+            eval_record | {k: result[k] for k in ("train_time_s", "train_cpu_s", "precise_bn_s")}
+        )
         tracker.log_metrics(eval_result, step=trainer.step)
         clips_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * world
         median = statistics.median(step_times) if step_times else float("nan")
@@ -256,9 +258,10 @@ def _train_loop(
                 _save(cfg, trainer, run_dir, trainer.rank, checkpoint_meta, stream.position())
             window_t0 += time.perf_counter() - paused  # eval and checkpoints are not step time
             window_c0 += time.process_time() - paused_cpu
+        final_refresh = 0.0
         if precise_bn and trainer.step > start_step:  # the final model's statistics: training
-            wall, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
-            train_time, train_cpu = train_time + wall, train_cpu + cpu
+            final_refresh, cpu = _refresh_batch_norm(trainer, stream, precise_bn)
+            train_time, train_cpu = train_time + final_refresh, train_cpu + cpu
     finally:
         bar.close()
         memory.stop()
@@ -270,6 +273,7 @@ def _train_loop(
         "peak_mem_above_start_bytes": memory.peak_bytes - memory.start_bytes,
         "peak_mem_kind": memory.kind,
         "data_position": stream.position(),
+        "precise_bn_s": final_refresh,
     }
 
 
