@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import core.fit
 from core.fit import fit
 from core.lookahead import Lookahead
 from core.trainer import Trainer
@@ -95,18 +96,8 @@ def test_fit_refreshes_before_the_final_evaluation_from_the_batches_after_the_la
 def test_fit_losses_do_not_depend_on_the_refresh(tmp_path: Path) -> None:
     def losses(precise: int) -> list[float]:
         out = tmp_path / str(precise)
-        out.mkdir()
-        cfg = tiny_config(
-            "train.steps=4",
-            "train.eval_every=2",
-            "train.log_every=1",
-            f"train.precise_bn_batches={precise}",
-            f"out_dir={out}",
-        )
-        trainer = Trainer(cfg, num_classes=NUM_CLASSES)
-        fit(cfg, trainer, TensorBatches(NUM_CLASSES, 4, 4, 32, seed=0), _one_eval_batch)
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        return [r["loss"] for r in rows if "loss" in r]
+        _fit_tiny(out, "train.eval_every=2", f"train.precise_bn_batches={precise}")
+        return [r["loss"] for r in _records(out) if "loss" in r]
 
     assert losses(0) == losses(3)
 
@@ -122,7 +113,12 @@ class _one_eval_batch:  # noqa: N801 (a factory: fit calls it to make the eval s
         return {}
 
 
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def _fit_tiny(out: Path, *overrides: str) -> Trainer:
+    """A 4-step tiny run into `out`, logging every step."""
     out.mkdir()
     cfg = tiny_config("train.steps=4", "train.log_every=1", f"out_dir={out}", *overrides)
     trainer = Trainer(cfg, num_classes=NUM_CLASSES)
@@ -144,8 +140,6 @@ def test_the_trained_model_does_not_depend_on_the_evaluations_refreshes(tmp_path
 def test_an_evaluations_refresh_counts_in_its_point_and_only_the_final_one_in_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.fit
-
     real = core.fit._refresh_batch_norm
     refreshes: list[int] = []
 
@@ -157,8 +151,7 @@ def test_an_evaluations_refresh_counts_in_its_point_and_only_the_final_one_in_tr
     monkeypatch.setattr(core.fit, "_refresh_batch_norm", slow_refresh)
     out = tmp_path / "run"
     _fit_tiny(out, "train.precise_bn_batches=2", "train.eval_every=1")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if r.get("event") == "eval"]
+    evals = [r for r in _records(out) if r.get("event") == "eval"]
     assert refreshes == [1, 2, 3, 4] and [r["step"] for r in evals] == [1, 2, 3, 4]
     for r in evals:  # each point: training so far plus its own refresh, never an earlier one
         assert 100.0 <= r["train_time_s"] < 200.0 and 50.0 <= r["train_cpu_s"] < 100.0
