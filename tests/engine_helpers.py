@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from core.config import ExperimentConfig, load_config
 from core.trainer import Trainer
 
@@ -27,3 +31,8 @@ def tiny_config(*overrides: str) -> ExperimentConfig:
 
 def tiny_trainer(*overrides: str) -> Trainer:
     return Trainer(tiny_config(*overrides), num_classes=NUM_CLASSES)
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a run's `metrics.jsonl`; a line that is not JSON fails the test."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from core.fit import fit
 from core.tracking import Tracker
 from core.trainer import Trainer
-from tests.engine_helpers import NUM_CLASSES, tiny_config
+from tests.engine_helpers import NUM_CLASSES, metrics_rows, tiny_config
 from tests.tensor_batches import TensorBatches
 
 EVAL_SLEEP_S = 3.0
@@ -39,7 +38,7 @@ def test_eval_time_is_not_training_time(tmp_path: Path) -> None:
     trainer = Trainer(cfg, num_classes=NUM_CLASSES)
     source = TensorBatches(NUM_CLASSES, 4, 4, 32, seed=0)
     summary = fit(cfg, trainer, source, SlowEval)
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_rows(tmp_path)
     evals = [r for r in records if r.get("event") == "eval"]
     assert [r["step"] for r in evals] == [2, 4, 6]  # 6: the final evaluation
     times = [r["train_time_s"] for r in evals] + [summary["train_time_s"]]
@@ -67,7 +66,7 @@ def test_logged_data_wait_is_the_step_s_own(tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=4", "train.log_every=2", f"out_dir={tmp_path}")
     trainer = Trainer(cfg, num_classes=NUM_CLASSES)
     fit(cfg, trainer, SlowData(NUM_CLASSES, 4, 4, 32, seed=0), SlowEval)
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_rows(tmp_path)
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == [2, 4]
     for r in steps:  # per step: at least the sleep, never more than the whole step

@@ -15,7 +15,7 @@ import core.fit
 from core.fit import fit
 from core.lookahead import Lookahead
 from core.trainer import Trainer
-from tests.engine_helpers import NUM_CLASSES, tiny_config, tiny_trainer
+from tests.engine_helpers import NUM_CLASSES, metrics_rows, tiny_config, tiny_trainer
 from tests.tensor_batches import TensorBatches
 
 
@@ -97,7 +97,7 @@ def test_fit_losses_do_not_depend_on_the_refresh(tmp_path: Path) -> None:
     def losses(precise: int) -> list[float]:
         out = tmp_path / str(precise)
         _fit_tiny(out, "train.eval_every=2", f"train.precise_bn_batches={precise}")
-        return [r["loss"] for r in _records(out) if "loss" in r]
+        return [r["loss"] for r in metrics_rows(out) if "loss" in r]
 
     assert losses(0) == losses(3)
 
@@ -111,10 +111,6 @@ class _one_eval_batch:  # noqa: N801 (a factory: fit calls it to make the eval s
 
     def stats(self) -> dict[str, float]:
         return {}
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _fit_tiny(out: Path, *overrides: str) -> Trainer:
@@ -151,7 +147,7 @@ def test_an_evaluations_refresh_counts_in_its_point_and_only_the_final_one_in_tr
     monkeypatch.setattr(core.fit, "_refresh_batch_norm", slow_refresh)
     out = tmp_path / "run"
     _fit_tiny(out, "train.precise_bn_batches=2", "train.eval_every=1")
-    evals = [r for r in _records(out) if r.get("event") == "eval"]
+    evals = [r for r in metrics_rows(out) if r.get("event") == "eval"]
     assert refreshes == [1, 2, 3, 4] and [r["step"] for r in evals] == [1, 2, 3, 4]
     for r in evals:  # each point: training so far plus its own refresh, never an earlier one
         assert 100.0 <= r["train_time_s"] < 200.0 and 50.0 <= r["train_cpu_s"] < 100.0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_helpers import metrics_rows
 from tests.test_distributed import deepspeed_launch
 from tests.test_train_cli import tiny_args, vivit
 
@@ -72,12 +73,8 @@ def _train(ranks: int, args: list[str], kill_at: int | None = None) -> None:
     assert proc.returncode == -9, f"expected SIGKILL, got {proc.returncode}:\n{proc.stderr[-3000:]}"
 
 
-def _rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def _losses(run: Path) -> dict[int, tuple[float, float]]:
-    rows = [r for r in _rows(run) if "loss" in r]
+    rows = [r for r in metrics_rows(run) if "loss" in r]
     steps = [r["step"] for r in rows]
     assert len(steps) == len(set(steps)), f"duplicate rows in metrics.jsonl: steps {steps}"
     return {r["step"]: (r["loss"], r["lr"]) for r in rows}

@@ -10,13 +10,13 @@ it from the resume step. `tests/test_resume_exact.py` does the same with SIGKILL
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.data_helpers import write_shard_set
+from tests.engine_helpers import metrics_rows
 from tests.test_train_faults import CLASSES, _records, _run
 
 STEPS = ("train.steps=4", "train.ckpt_every=2")
@@ -27,7 +27,7 @@ class _Killed(Exception):
 
 
 def _losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run)
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 

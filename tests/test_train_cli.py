@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_helpers import metrics_rows
 from tests.test_distributed import deepspeed_launch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def test_train_writes_run_directory(shards: Path, tmp_path: Path, mode: str) -> 
     assert summary["step_time_median_s"] > 0 and summary["peak_mem_bytes"] > 0
     assert (summary["frozen_params"] > 0) == (mode == "frozen")
     assert (out / "config.yaml").read_text().startswith(f"mode: {mode}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_rows(out)
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == [2, 4, 6] and all(r["loss"] > 0 for r in records if "loss" in r)
     assert any(r.get("event") == "eval" for r in records)
@@ -104,7 +105,7 @@ def test_resume_auto_continues_and_eval_reproduces(shards: Path, tmp_path: Path)
     out = tmp_path / "run"
     vivit("train", *tiny_args(shards, out, "mode=frozen", "train.ckpt_every=3", "train.steps=3"))
     vivit("train", *tiny_args(shards, out, "mode=frozen", "train.steps=6"))
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_rows(out)
     loss_steps = [r["step"] for r in records if "loss" in r]
     assert loss_steps == [2, 3, 4, 6], "the second run must continue at step 4, not restart"
     summary = json.loads((out / "summary.json").read_text())
